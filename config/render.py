@@ -1,0 +1,124 @@
+"""MLRPConfig (the validated YAML) → JupyterHub traitlets config.
+
+Also the checks that need the node itself (GPU inventory vs profiles), shared by `mlrp up`,
+`mlrp config check` and jupyterhub_config.py so they can never disagree.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from config.schema import ConfigError, MLRPConfig, ProfileSection
+from spawners.gpus import GPUSourceError, Inventory, load_inventory
+
+CULLER_ROLE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
+
+
+def node_inventory(cfg: MLRPConfig, source: str = "configuration") -> Inventory:
+    """The GPUs this node offers under `cfg`; ConfigError if a profile asks for more."""
+    try:
+        inv = load_inventory(cfg.gpus.source, cfg.gpus.devices)
+    except GPUSourceError as e:
+        raise ConfigError(source, [f"gpus.source: {e}"]) from None
+    problems = []
+    for i, p in enumerate(cfg.profiles):
+        most = max(p.gpu_choices)
+        if most > len(inv.gpus):
+            where = "NVML" if inv.source == "nvml" else "gpus.devices"
+            problems.append(
+                f"profiles[{i}] ({p.slug}).gpus: asks for up to {most} GPU(s) but this node has "
+                f"{len(inv.gpus)} (from {where}); lower it to {len(inv.gpus)} or fewer"
+                + (", or list devices under gpus.devices" if inv.source != "nvml" else "")
+            )
+    if problems:
+        raise ConfigError(source, problems)
+    return inv
+
+
+def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
+    choices = p.gpu_choices
+    default = p.gpus.default if not isinstance(p.gpus, int) and p.gpus.default is not None else None
+    return {
+        "slug": p.slug,
+        "name": p.name,
+        "description": p.description,
+        "backend": p.backend,
+        "image": p.image,
+        "image_env": str(cfg.images[p.image].env),
+        "gpu_choices": choices,
+        "default_gpus": default if default is not None else choices[0],
+        "cpus": p.cpus,
+        "memory_bytes": p.memory_bytes,
+        "idle_timeout": p.idle_timeout,
+        "groups": list(p.groups),
+    }
+
+
+def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
+    """Fill the traitlets config object `c` of jupyterhub_config.py."""
+    from hub.auth import NativeAuthenticator
+    from hub.form import render_form
+    from spawners.spawner import MLRPSpawner
+
+    h = cfg.hub
+    data = h.data_dir
+    c.JupyterHub.bind_url = f"http://{h.ip}:{h.port}"
+    c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{h.hub_port}"
+    c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
+    c.JupyterHub.cleanup_servers = False  # a hub restart must not stop people's servers
+    c.JupyterHub.log_level = h.log_level
+    c.ConfigurableHTTPProxy.command = h.proxy_command
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{h.proxy_api_port}"
+    c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+
+    c.JupyterHub.authenticator_class = NativeAuthenticator
+    c.NativeAuthenticator.records = records
+    c.Authenticator.admin_users = set(cfg.login.admin_users)
+    c.JupyterHub.load_groups = {g: {"users": list(m)} for g, m in cfg.groups.items()}
+
+    c.JupyterHub.spawner_class = MLRPSpawner
+    s = c.MLRPSpawner
+    s.records = records
+    s.profiles = [profile_dict(p, cfg) for p in cfg.profiles]
+    s.gpu_source = cfg.gpus.source
+    s.gpu_devices = list(cfg.gpus.devices)
+    s.accounts_mode = cfg.accounts.mode
+    s.account_prefix = cfg.accounts.prefix
+    s.home_root = str(cfg.accounts.home_root)
+    s.log_dir = str(data / "logs")
+    s.form_renderer = render_form
+    s.poll_interval = h.poll_interval
+    s.start_timeout = h.start_timeout
+    s.http_timeout = 30
+    env_bin = str(cfg.images["default"].env / "bin") if "default" in cfg.images else ""
+    s.environment = {"PATH": f"{env_bin}:/usr/local/bin:/usr/bin:/bin".lstrip(":")}
+    if cfg.accounts.mode == "single-user" and os.getuid() == 0:
+        # Developer mode only: JupyterLab refuses root unless told. Labelled in `mlrp up`.
+        s.args = ["--ServerApp.allow_root=True"]
+
+    if cfg.idle_culler.enabled:
+        c.JupyterHub.services = [
+            {
+                "name": "idle-culler",
+                "command": [
+                    sys.executable,
+                    "-m",
+                    "jupyterhub_idle_culler",
+                    f"--timeout={cfg.idle_culler.timeout}",
+                    f"--cull-every={cfg.idle_culler.interval}",
+                ],
+            }
+        ]
+        c.JupyterHub.load_roles = [
+            {"name": "idle-culler", "scopes": CULLER_ROLE_SCOPES, "services": ["idle-culler"]}
+        ]
+
+
+def config_path_from_env() -> Path | None:
+    value = os.environ.get("MLRP_CONFIG", "")
+    return Path(value) if value else None

@@ -1,0 +1,286 @@
+"""The one YAML file a deployment is configured with, as a validated model.
+
+`load(path)` turns YAML into `MLRPConfig` or raises `ConfigError` whose lines each name the key
+path (``profiles[1].gpus``) and what is allowed. Nothing here touches JupyterHub: `render.py` maps
+the model onto traitlets. Unknown keys are errors everywhere (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,39}$"
+GROUP_RE = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+class ConfigError(Exception):
+    """A deployment file that cannot be used; `str()` is the message for the admin."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is not a valid MLRP configuration:\n{lines}")
+
+
+def parse_memory(value: str | int) -> int:
+    """'4G', '512M', '1.5GiB' or a byte count → bytes."""
+    if isinstance(value, bool):
+        raise ValueError("memory must be a size such as 4G or 512M, not true/false")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("memory must be positive")
+        return value
+    m = MEMORY_RE.match(str(value))
+    if not m:
+        raise ValueError(f"memory must be a size such as 4G or 512M; got {value!r}")
+    number, unit = float(m.group(1)), (m.group(2) or "").lower()[:1]
+    size = int(number * _UNITS[unit])
+    if size <= 0:
+        raise ValueError("memory must be positive")
+    return size
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubSection(_Strict):
+    ip: str = Field("127.0.0.1", description="Address the proxy listens on for browsers.")
+    port: int = Field(8000, ge=1, le=65535, description="Port the proxy listens on.")
+    hub_port: int = Field(8081, ge=1, le=65535, description="Hub API port (loopback only).")
+    proxy_api_port: int = Field(8001, ge=1, le=65535, description="Proxy REST API (loopback).")
+    data_dir: Path = Field(Path("/var/lib/mlrp"), description="SQLite, logs, secrets.")
+    proxy_command: list[str] = Field(
+        default_factory=lambda: ["/opt/mlrp/node/node_modules/.bin/configurable-http-proxy"],
+        description="configurable-http-proxy command (installed by hub/bootstrap.sh).",
+    )
+    poll_interval: int = Field(
+        10, ge=1, le=3600, description="Seconds between checks that servers are alive."
+    )
+    start_timeout: int = Field(120, ge=5, le=3600)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class LoginSection(_Strict):
+    kind: Literal["native"] = Field(
+        "native",
+        description="native: accounts with passwords kept (scrypt-hashed) in the MLRP database.",
+    )
+    admin_users: list[Annotated[str, Field(pattern=USER_RE)]] = Field(
+        default_factory=lambda: ["admin"]
+    )
+    min_password_length: int = Field(10, ge=8, le=128)
+
+
+class AccountsSection(_Strict):
+    mode: Literal["system", "single-user"] = Field(
+        "system",
+        description=(
+            "system: one Unix account per hub user, created on first spawn (hub runs as root). "
+            "single-user: every server runs as the user who started the hub; for one "
+            "developer on a laptop only."
+        ),
+    )
+    prefix: str = Field("mlrp-", pattern=r"^[a-z][a-z0-9]{0,7}-$")
+    home_root: Path = Path("/home")
+
+
+class GPUSection(_Strict):
+    source: Literal["auto", "nvml", "config"] = Field(
+        "auto",
+        description="auto: NVML when the driver is present, else `devices`. nvml: require it.",
+    )
+    devices: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,64}$")]] = Field(
+        default_factory=list,
+        description="GPU indices or UUIDs, used when NVML is absent or source is config.",
+    )
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _ints_as_strings(cls, v: Any) -> Any:
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+        return v
+
+    @field_validator("devices")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each GPU may be listed only once")
+        return v
+
+
+class ImageSection(_Strict):
+    description: str = ""
+    env: Path = Field(
+        Path("/opt/mlrp/venv"),
+        description="Python environment (prefix) with jupyterhub-singleuser and jupyterlab.",
+    )
+
+
+class GPUChoices(_Strict):
+    choices: list[Annotated[int, Field(ge=0, le=64)]] = Field(min_length=1)
+    default: int | None = None
+
+    @model_validator(mode="after")
+    def _default_in_choices(self) -> GPUChoices:
+        if self.default is not None and self.default not in self.choices:
+            raise ValueError(f"default {self.default} is not one of choices {self.choices}")
+        return self
+
+
+class ProfileSection(_Strict):
+    slug: str = Field(pattern=SLUG_RE)
+    name: str = Field(min_length=1, max_length=80)
+    description: str = Field("", max_length=400)
+    backend: Literal["local"] = "local"
+    image: str = "default"
+    gpus: int | GPUChoices = 0
+    cpus: float | None = Field(None, gt=0, le=512)
+    memory: str | int | None = None
+    idle_timeout: int | None = Field(
+        None, ge=60, description="Seconds of inactivity before this profile's server stops."
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="Groups that may see this profile; empty = everyone."
+    )
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return GPUChoices.model_validate(v)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 64:
+            raise ValueError(
+                f"must be a whole number of GPUs from 0 to 64, or a mapping such as "
+                f"{{choices: [1, 2], default: 1}}; got {v!r}"
+            )
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | int | None) -> str | int | None:
+        if v is not None:
+            parse_memory(v)
+        return v
+
+    @property
+    def gpu_choices(self) -> list[int]:
+        return [self.gpus] if isinstance(self.gpus, int) else list(self.gpus.choices)
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return None if self.memory is None else parse_memory(self.memory)
+
+
+class CullerSection(_Strict):
+    enabled: bool = True
+    timeout: int = Field(3600, ge=60, description="Default idle seconds before a server stops.")
+    interval: int = Field(300, ge=10)
+
+
+class MLRPConfig(_Strict):
+    """The whole deployment file. See config/examples/single-node.yaml for every key."""
+
+    hub: HubSection = Field(default_factory=HubSection)  # type: ignore[arg-type]
+    login: LoginSection = Field(default_factory=LoginSection)  # type: ignore[arg-type]
+    accounts: AccountsSection = Field(default_factory=AccountsSection)  # type: ignore[arg-type]
+    gpus: GPUSection = Field(default_factory=GPUSection)  # type: ignore[arg-type]
+    images: dict[Annotated[str, Field(pattern=SLUG_RE)], ImageSection] = Field(
+        default_factory=lambda: {"default": ImageSection()}  # type: ignore[call-arg]
+    )
+    groups: dict[Annotated[str, Field(pattern=GROUP_RE)], list[str]] = Field(default_factory=dict)
+    profiles: list[ProfileSection] = Field(min_length=1)
+    idle_culler: CullerSection = Field(default_factory=CullerSection)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> MLRPConfig:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, p in enumerate(self.profiles):
+            where = f"profiles[{i}] ({p.slug})"
+            if p.slug in seen:
+                problems.append(f"{where}.slug: {p.slug!r} is used by two profiles")
+            seen.add(p.slug)
+            if p.image not in self.images:
+                known = ", ".join(sorted(self.images)) or "none"
+                problems.append(f"{where}.image: no image {p.image!r}; images defined: {known}")
+            for g in p.groups:
+                if g not in self.groups:
+                    known = ", ".join(sorted(self.groups)) or "none"
+                    problems.append(f"{where}.groups: no group {g!r}; groups defined: {known}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _problems(err: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for e in err.errors(include_url=False):
+        where = _loc(tuple(e["loc"]))
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config/examples/single-node.yaml)"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        elif e["type"] == "string_pattern_mismatch":
+            pattern = (e.get("ctx") or {}).get("pattern", "")
+            msg = f"{e['input']!r} is not allowed here (must match {pattern})"
+        lines = msg.split("; ") if not e["loc"] else [f"{where}: {msg}"]
+        problems.extend(line for line in lines if line not in problems)
+    return problems
+
+
+def parse(data: Any, source: str = "configuration") -> MLRPConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["(top level): must be a mapping of sections (hub, profiles…)"])
+    try:
+        return MLRPConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(source, _problems(err)) from None
+
+
+def load(path: Path) -> MLRPConfig:
+    """Read and validate a deployment YAML file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(str(path), ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(str(path), [f"cannot read: {e}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        problem = getattr(e, "problem", None) or "not valid YAML"
+        raise ConfigError(str(path), [f"{where}: {problem}"]) from None
+    return parse(data, str(path))

@@ -1,0 +1,241 @@
+"""The `mlrp` command.
+
+    mlrp up [--config FILE]             start the platform in the foreground
+    mlrp doctor [--config FILE]         what this node has and lacks; exit 1 if a must-have
+                                        is missing
+    mlrp config check FILE              validate a deployment file; exit 2 if it is not valid
+    mlrp user add|passwd|remove|list    native login accounts
+
+Exit status: 0 ok, 1 doctor found a missing must-have, 2 bad input (config, arguments).
+Errors are sentences for the admin; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from config.loading import load_config, resolve_path
+from config.render import node_inventory
+from config.schema import ConfigError, MLRPConfig
+
+EXIT_OK, EXIT_DOCTOR, EXIT_INPUT = 0, 1, 2
+CONFIG_PY = Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"
+
+
+class CLIError(Exception):
+    """A message for the admin and exit status 2."""
+
+
+def _load(args: argparse.Namespace) -> tuple[MLRPConfig, Path | None]:
+    path = resolve_path(getattr(args, "config", None))
+    return load_config(path), path
+
+
+def _records(cfg: MLRPConfig):  # type: ignore[no-untyped-def]
+    from hub.storage import SQLRecords, sqlite_url
+
+    cfg.hub.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(cfg.hub.data_dir, 0o700)
+    return SQLRecords.from_url(os.environ.get("MLRP_DB_URL") or sqlite_url(cfg.hub.data_dir))
+
+
+# -- mlrp up --------------------------------------------------------------------------------
+def cmd_up(args: argparse.Namespace) -> int:
+    from hub import accounts
+    from hub.reconcile import release_orphan_leases
+    from spawners.gpus import GPUAllocator
+
+    cfg, path = _load(args)
+    if cfg.accounts.mode == "system" and os.geteuid() != 0:
+        raise CLIError(
+            "mlrp up must run as root: it creates one Unix account per user and runs each "
+            "server as that account. For one developer without root, set accounts.mode: "
+            "single-user in the YAML (every server then runs as you)."
+        )
+    inventory = node_inventory(cfg)
+    records = _records(cfg)
+    released = release_orphan_leases(
+        GPUAllocator(records, inventory), cfg.hub.data_dir / "jupyterhub.sqlite"
+    )
+    url = f"http://{cfg.hub.ip}:{cfg.hub.port}/"
+    lines = [
+        "",
+        "MLRP is starting.",
+        f"  open:      {url}",
+        f"  config:    {path or 'embedded default (single node, local placement)'}",
+        f"  data:      {cfg.hub.data_dir}",
+        f"  GPUs:      {len(inventory.gpus)} ({inventory.source})",
+    ]
+    if released:
+        lines.append(f"  freed stale GPU leases: {', '.join(released)}")
+    if cfg.accounts.mode == "single-user":
+        lines.append(
+            "  DEVELOPER MODE (accounts.mode: single-user): every server runs as "
+            f"uid {os.geteuid()}; there is no isolation between users."
+        )
+    for admin in cfg.login.admin_users:
+        if not accounts.exists(records, admin):
+            password = accounts.set_password(records, admin)
+            lines += [
+                f"  log in as: {admin}",
+                f"  password:  {password}   (shown once; change it: mlrp user passwd {admin})",
+            ]
+        else:
+            lines.append(f"  log in as: {admin} (password set earlier; reset: mlrp user passwd)")
+    lines.append("  add users: mlrp user add NAME")
+    print("\n".join(lines) + "\n", flush=True)
+
+    env = dict(os.environ)
+    env["MLRP_CONFIG"] = str(path) if path else ""
+    env["PYTHONUNBUFFERED"] = "1"
+    hub_bin = str(Path(sys.executable).parent / "jupyterhub")
+    os.chdir(cfg.hub.data_dir)
+    os.execve(hub_bin, [hub_bin, "-f", str(CONFIG_PY)], env)
+
+
+# -- mlrp config check ----------------------------------------------------------------------
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    cfg = load_config(path)
+    print(
+        f"{path}: valid. {len(cfg.profiles)} profile(s): "
+        + ", ".join(p.slug for p in cfg.profiles)
+        + f"; data in {cfg.hub.data_dir}; listening on http://{cfg.hub.ip}:{cfg.hub.port}/"
+    )
+    return EXIT_OK
+
+
+# -- mlrp doctor ----------------------------------------------------------------------------
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from hub import doctor
+
+    path = resolve_path(args.config)
+    if path:
+        from config.schema import load
+
+        cfg = load(path)  # doctor reports GPUs itself; no inventory check that would stop it
+    else:
+        from config.schema import parse
+
+        cfg = parse({"profiles": [{"slug": "cpu", "name": "CPU"}]})
+    return doctor.main(
+        data_dir=cfg.hub.data_dir,
+        proxy_command=cfg.hub.proxy_command,
+        gpu_source=cfg.gpus.source,
+        configured_gpus=len(cfg.gpus.devices),
+        slurm_configured=False,
+        multi_user=cfg.accounts.mode == "system",
+    )
+
+
+# -- mlrp user ------------------------------------------------------------------------------
+def _read_password(args: argparse.Namespace) -> str | None:
+    if not args.password_stdin:
+        return None
+    line = sys.stdin.readline().rstrip("\n")
+    if not line:
+        raise CLIError("--password-stdin was given but standard input was empty.")
+    return line
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from hub import accounts
+
+    cfg, _ = _load(args)
+    records = _records(cfg)
+    try:
+        if args.action == "list":
+            for name in accounts.names(records):
+                print(name)
+            return EXIT_OK
+        name = accounts.check_username(args.name)
+        if args.action == "remove":
+            if not accounts.delete(records, name):
+                raise CLIError(f"There is no login account {name!r}.")
+            print(f"Removed the login of {name}. Their Unix account and files are kept.")
+            return EXIT_OK
+        exists = accounts.exists(records, name)
+        if args.action == "add" and exists:
+            raise CLIError(f"{name} already has an account; use `mlrp user passwd {name}`.")
+        if args.action == "passwd" and not exists:
+            raise CLIError(f"There is no login account {name!r}; use `mlrp user add {name}`.")
+        given = _read_password(args)
+        password = accounts.set_password(
+            records, name, given, min_length=cfg.login.min_password_length
+        )
+    except accounts.AccountInputError as e:
+        raise CLIError(str(e)) from None
+    verb = "Created" if args.action == "add" else "Changed the password of"
+    print(f"{verb} {name}." + ("" if given else f" Password: {password}"))
+    return EXIT_OK
+
+
+# -- argument parsing -----------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        print(f"mlrp: {message} (see mlrp --help)", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="mlrp", description="Machine Learning Research Platform")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    up = sub.add_parser("up", help="start the platform in the foreground")
+    up.add_argument("--config", help="deployment YAML (default: $MLRP_CONFIG, /etc/mlrp/mlrp.yaml)")
+    up.set_defaults(func=cmd_up)
+
+    doc = sub.add_parser("doctor", help="check what this node has and lacks")
+    doc.add_argument("--config")
+    doc.set_defaults(func=cmd_doctor)
+
+    cfg = sub.add_parser("config", help="work with deployment files")
+    cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
+    check = cfg_sub.add_parser("check", help="validate a deployment YAML")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    user = sub.add_parser("user", help="native login accounts")
+    user_sub = user.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    for action, text in (("add", "create an account"), ("passwd", "set a new password")):
+        a = user_sub.add_parser(action, help=text)
+        a.add_argument("name")
+        a.add_argument("--config")
+        a.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from standard input instead of generating one",
+        )
+    rm = user_sub.add_parser("remove", help="remove a login (keeps files)")
+    rm.add_argument("name")
+    rm.add_argument("--config")
+    ls = user_sub.add_parser("list", help="list accounts")
+    ls.add_argument("--config")
+    user.set_defaults(func=cmd_user)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"mlrp: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except CLIError as e:
+        print(f"mlrp: {e}", file=sys.stderr)
+        return EXIT_INPUT
+    except PermissionError as e:
+        print(f"mlrp: permission denied: {e.filename}. Run as root.", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

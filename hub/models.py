@@ -1,0 +1,59 @@
+"""Tables of the MLRP database (SQLite by default, PostgreSQL by URL).
+
+Schema changes go through a new migration in hub/migrations/versions; `storage.open_database`
+upgrades to head at start-up, so an old data directory keeps working after an upgrade.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class GPULease(Base):
+    __tablename__ = "gpu_leases"
+    __table_args__ = (UniqueConstraint("node", "device", name="uq_gpu_lease_device"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(255))
+    device: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(512), index=True)
+    since: Mapped[datetime] = mapped_column(DateTime)
+
+
+class SpawnEvent(Base):
+    __tablename__ = "spawn_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(512), index=True)
+    spawn_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    progress: Mapped[int] = mapped_column(Integer)
+    message: Mapped[str] = mapped_column(Text)
+    failed: Mapped[bool] = mapped_column(Boolean, default=False)
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class UnixAccount(Base):
+    __tablename__ = "unix_accounts"
+
+    hub_user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    unix_name: Mapped[str] = mapped_column(String(32), unique=True)
+    created: Mapped[datetime] = mapped_column(DateTime)
+
+
+class LoginAccount(Base):
+    """Native login: one row per person who may log in with a password."""
+
+    __tablename__ = "login_accounts"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    created: Mapped[datetime] = mapped_column(DateTime)
+    changed: Mapped[datetime] = mapped_column(DateTime)

@@ -1,0 +1,174 @@
+"""The MLRP database: engine set-up, migrations, and `SQLRecords` (spawners' Records interface).
+
+SQLite runs in WAL mode so the hub and later services (the API service) can share one file.
+Each method is one short transaction: the hub is a single asyncio process and these calls take
+microseconds on SQLite, so they run inline rather than in a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, delete, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.models import GPULease, SpawnEvent, UnixAccount
+from spawners.records import AccountClash, Event, Lease
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+EVENTS_KEPT_PER_OWNER = 200
+
+
+def now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'mlrp.sqlite'}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def open_database(url: str) -> Engine:
+    """Create the engine and bring the schema up to date (idempotent)."""
+    engine = create_engine(url, future=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    upgrade(engine)
+    return engine
+
+
+def upgrade(engine: Engine) -> None:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class SQLRecords:
+    """spawners.records.Records on SQLAlchemy."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SQLRecords:
+        # traitlets deep-copies config values; this is a shared handle, not a value.
+        return self
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLRecords:
+        return cls(open_database(url))
+
+    def session(self) -> Session:
+        return self._session()
+
+    # -- GPU leases --------------------------------------------------------------------------
+    def lease_gpus(self, owner: str, node: str, candidates: list[str], count: int) -> list[str]:
+        if count <= 0:
+            return []
+        with self.session() as s, s.begin():
+            taken = set(s.scalars(select(GPULease.device).where(GPULease.node == node)))
+            free = [d for d in candidates if d not in taken]
+            if len(free) < count:
+                return []
+            chosen = free[:count]
+            for device in chosen:
+                s.add(GPULease(node=node, device=device, owner=owner, since=now()))
+            try:
+                s.flush()
+            except IntegrityError:
+                # Another process took one of them between our read and write.
+                s.rollback()
+                return []
+        return chosen
+
+    def release_gpus(self, owner: str) -> list[str]:
+        with self.session() as s, s.begin():
+            rows = s.scalars(select(GPULease).where(GPULease.owner == owner)).all()
+            freed = [r.device for r in rows]
+            s.execute(delete(GPULease).where(GPULease.owner == owner))
+        return freed
+
+    def leases(self, node: str) -> list[Lease]:
+        with self.session() as s:
+            rows = s.scalars(select(GPULease).where(GPULease.node == node)).all()
+            return [Lease(r.node, r.device, r.owner, r.since) for r in rows]
+
+    # -- spawn events ------------------------------------------------------------------------
+    def add_event(self, ev: Event) -> None:
+        with self.session() as s, s.begin():
+            s.add(
+                SpawnEvent(
+                    owner=ev.owner,
+                    spawn_id=ev.spawn_id,
+                    at=ev.at,
+                    progress=ev.progress,
+                    message=ev.message,
+                    failed=ev.failed,
+                    ready=ev.ready,
+                )
+            )
+            if ev.progress == 0:  # a new spawn: keep the table from growing without bound
+                keep = select(SpawnEvent.id).where(SpawnEvent.owner == ev.owner)
+                keep = keep.order_by(SpawnEvent.id.desc()).limit(EVENTS_KEPT_PER_OWNER)
+                s.execute(
+                    delete(SpawnEvent).where(
+                        SpawnEvent.owner == ev.owner, SpawnEvent.id.not_in(keep.scalar_subquery())
+                    )
+                )
+
+    def events(self, owner: str, spawn_id: str | None = None) -> list[Event]:
+        with self.session() as s:
+            if spawn_id is None:
+                last = s.scalars(
+                    select(SpawnEvent.spawn_id)
+                    .where(SpawnEvent.owner == owner)
+                    .order_by(SpawnEvent.id.desc())
+                    .limit(1)
+                ).first()
+                if last is None:
+                    return []
+                spawn_id = last
+            rows = s.scalars(
+                select(SpawnEvent)
+                .where(SpawnEvent.owner == owner, SpawnEvent.spawn_id == spawn_id)
+                .order_by(SpawnEvent.id)
+            ).all()
+            return [
+                Event(r.owner, r.spawn_id, r.at, r.progress, r.message, r.failed, r.ready)
+                for r in rows
+            ]
+
+    # -- Unix accounts -----------------------------------------------------------------------
+    def unix_account(self, hub_user: str) -> str | None:
+        with self.session() as s:
+            row = s.get(UnixAccount, hub_user)
+            return row.unix_name if row else None
+
+    def claim_unix_account(self, hub_user: str, unix_name: str) -> None:
+        with self.session() as s, s.begin():
+            holder = s.scalars(
+                select(UnixAccount.hub_user).where(UnixAccount.unix_name == unix_name)
+            ).first()
+            if holder is not None and holder != hub_user:
+                raise AccountClash(
+                    f"Unix account {unix_name} already belongs to hub user {holder!r}"
+                )
+            if holder is None:
+                s.add(UnixAccount(hub_user=hub_user, unix_name=unix_name, created=now()))

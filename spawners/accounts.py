@@ -1,0 +1,104 @@
+"""Hub user → Unix account: an injective, safe mapping, and account creation.
+
+Mapping rule (prefix defaults to ``mlrp-``):
+
+- a hub name of 1-20 lowercase ASCII letters/digits starting with a letter maps to
+  ``<prefix><name>``: ``alice`` → ``mlrp-alice``;
+- any other name (capitals, dots, unicode, long, hostile) maps to
+  ``<prefix without '-'>_<16 base32 chars of sha256(name)>``.
+
+The two branches cannot meet (the character after the prefix stem is ``-`` in one and ``_`` in the
+other), the first is the identity on its names, and the second is recorded in the database, which
+refuses a second hub user claiming an account (so even a hash collision cannot merge two people).
+Account names are always 3-32 characters of [a-z0-9_-]: safe for useradd and for paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import pwd
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from spawners.records import Records
+
+SIMPLE_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
+UID_MIN = 1000
+_useradd_lock = asyncio.Lock()  # useradd locks /etc/passwd; concurrent calls fail, so queue them
+
+
+def unix_name_for(hub_user: str, prefix: str = "mlrp-") -> str:
+    if SIMPLE_NAME.match(hub_user):
+        return prefix + hub_user
+    digest = hashlib.sha256(hub_user.encode("utf-8")).digest()
+    tag = base64.b32encode(digest).decode("ascii").lower()[:16]
+    return f"{prefix.rstrip('-')}_{tag}"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: Path
+
+
+class AccountError(Exception):
+    """The Unix account cannot be used; message is for the admin log, not for end users."""
+
+
+def _lookup(name: str) -> Account | None:
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+
+
+def current_account() -> Account:
+    pw = pwd.getpwuid(os.getuid())
+    return Account(pw.pw_name, pw.pw_uid, pw.pw_gid, Path(pw.pw_dir))
+
+
+async def ensure_account(
+    records: Records, hub_user: str, prefix: str, home_root: Path
+) -> tuple[Account, bool]:
+    """Find or create the Unix account of `hub_user`; returns (account, created)."""
+    name = unix_name_for(hub_user, prefix)
+    records.claim_unix_account(hub_user, name)  # raises AccountClash if someone else has it
+    existing = _lookup(name)
+    if existing is not None:
+        if existing.uid < UID_MIN:
+            raise AccountError(
+                f"Unix account {name} exists with uid {existing.uid} (a system account); "
+                "refusing to run a user server as it. Remove it or change accounts.prefix."
+            )
+        return existing, False
+    async with _useradd_lock:
+        home = home_root / name
+        proc = await asyncio.create_subprocess_exec(
+            "useradd",
+            "--create-home",
+            "--home-dir",
+            str(home),
+            "--shell",
+            "/bin/bash",
+            "--user-group",
+            "--comment",
+            "MLRP user",
+            name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        if proc.returncode != 0:
+            raise AccountError(f"useradd {name} failed: {err.decode(errors='replace').strip()}")
+    account = _lookup(name)
+    if account is None:
+        raise AccountError(f"useradd {name} succeeded but the account cannot be found")
+    os.chmod(account.home, 0o700)  # people must not read each other's files
+    return account, True

@@ -1,0 +1,283 @@
+"""Local placement: the server runs on the hub's node as the user's own Unix account.
+
+Reuses JupyterHub's LocalProcessSpawner for the process mechanics (Popen with setuid, signals,
+pid-based poll that survives a hub restart) and adds what it lacks: GPU leases with
+CUDA_VISIBLE_DEVICES, one Unix account per hub user, cgroup limits, a log file per server, and
+readiness by watching the port (returning the moment the server listens instead of letting the
+hub poll with back-off, and failing fast with the log's tail when the process dies).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
+from jupyterhub.utils import random_port
+from traitlets import Any as AnyTrait
+from traitlets import Dict, List, Unicode
+
+from spawners.accounts import Account, AccountError, current_account, ensure_account
+from spawners.backends.base import Capacity, Emit, PlacementBackend
+from spawners.cgroups import Limits, ServerCgroup
+from spawners.errors import PlacementError
+from spawners.gpus import NoFreeGPUs
+from spawners.platform import Platform
+from spawners.profiles import SpawnRequest
+from spawners.records import AccountClash
+
+LOG_TAIL_BYTES = 2000
+PORT_CHECK_INTERVAL = 0.02
+
+
+class LocalServerSpawner(LocalProcessSpawner):
+    """LocalProcessSpawner with the launch spec handed in by the backend (no config of its own)."""
+
+    unix_name = Unicode(help="Account the server runs as; empty = the hub's own account.")
+    launch_env = Dict(help="Complete environment of the server process.")
+    launch_args = List(Unicode(), help="Arguments after cmd.")
+    cgroup_join = AnyTrait(None, allow_none=True, help="preexec step that joins the cgroup")
+
+    def get_env(self) -> dict[str, str]:
+        return dict(self.launch_env)
+
+    def get_args(self) -> list[str]:
+        return list(self.launch_args)
+
+    def user_env(self, env: dict[str, str]) -> dict[str, str]:
+        return env
+
+    def make_preexec_fn(self, name: str) -> Any:
+        setuid = set_user_setuid(self.unix_name) if self.unix_name else None
+        join = self.cgroup_join
+
+        def preexec() -> None:
+            if join is not None:
+                join()  # as root, before dropping privileges
+            if setuid is not None:
+                setuid()
+            else:
+                os.chdir(os.path.expanduser("~"))
+
+        return preexec
+
+
+def _can_connect(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((ip, port)) == 0
+
+
+def _tail(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class LocalBackend(PlacementBackend):
+    name = "local"
+
+    def __init__(self, spawner: Any, platform: Platform) -> None:
+        super().__init__(spawner, platform)
+        self.child: LocalServerSpawner | None = None
+        self.leased: list[str] = []
+        self.unix_name = ""
+        self.cgroup: ServerCgroup | None = None
+
+    # -- capacity & fail-fast ----------------------------------------------------------------
+    @classmethod
+    def capacity(cls, platform: Platform) -> Capacity:
+        alloc = platform.allocator
+        return Capacity(
+            gpus_total=alloc.total,
+            gpus_free=len(alloc.free()),
+            limits_enforced=platform.cgroups.enforced,
+            limits_note=platform.cgroups.detail,
+        )
+
+    @classmethod
+    def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
+        try:
+            platform.allocator.check(request.gpus)
+        except NoFreeGPUs as e:
+            raise PlacementError(str(e), reason="no-gpus") from None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    @property
+    def owner(self) -> str:
+        return self.spawner.owner
+
+    @property
+    def gpus(self) -> list[str]:
+        return list(self.leased)
+
+    async def _account(self) -> Account:
+        p = self.platform
+        if not p.multi_user:
+            return current_account()
+        try:
+            account, created = await ensure_account(
+                p.records, self.spawner.user.name, p.account_prefix, p.home_root
+            )
+        except (AccountClash, AccountError) as e:
+            raise PlacementError(
+                "Your Unix account could not be set up. An administrator has the details "
+                "in the hub log.",
+                reason="account",
+                log_message=str(e),
+                status_code=500,
+            ) from None
+        return account
+
+    async def start(self, request: SpawnRequest, emit: Emit) -> str:
+        p = self.platform
+        if request.gpus:
+            try:
+                self.leased = p.allocator.lease(self.owner, request.gpus)
+            except NoFreeGPUs as e:
+                raise PlacementError(str(e), reason="no-gpus") from None
+            await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
+        account = await self._account()
+        self.unix_name = account.name if p.multi_user else ""
+        await emit(35, f"Running as Unix account {account.name}.")
+        self._make_cgroup(account, request)
+
+        port = random_port()
+        sp = self.spawner
+        sp.port = port
+        env = sp.get_env()
+        env.update(self._gpu_env())
+        env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
+        env.setdefault("SHELL", "/bin/bash")
+        log_path = p.log_dir / f"{account.name}{'-' + sp.name if sp.name else ''}.log"
+        self.child = child = LocalServerSpawner(
+            user=sp.user,
+            hub=sp.hub,
+            orm_spawner=sp.orm_spawner,  # for .name and log names only
+            unix_name=self.unix_name,
+            launch_env=env,
+            launch_args=sp.get_args() + self._idle_args(request),
+            cmd=[str(Path(request.profile.image_env) / "bin" / "jupyterhub-singleuser")],
+            cgroup_join=self.cgroup.preexec_join() if self.cgroup else None,
+            port=port,
+            ip="127.0.0.1",
+        )
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"\n--- start {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
+            child.popen_kwargs = {"stdout": fd, "stderr": fd}
+            await child.start()
+        finally:
+            os.close(fd)
+        await emit(50, f"JupyterLab started (pid {child.pid}); waiting for it to listen.")
+        await self._wait_listening(child, port, log_path)
+        await emit(90, "JupyterLab is listening.")
+        return f"http://127.0.0.1:{port}"
+
+    def _gpu_env(self) -> dict[str, str]:
+        visible = ",".join(self.leased)
+        # No GPUs leased: hide every GPU (an empty CUDA_VISIBLE_DEVICES means "none").
+        return {
+            "CUDA_VISIBLE_DEVICES": visible,
+            "NVIDIA_VISIBLE_DEVICES": visible or "void",
+            "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+            "MLRP_GPUS": visible,
+        }
+
+    @staticmethod
+    def _idle_args(request: SpawnRequest) -> list[str]:
+        t = request.profile.idle_timeout
+        if not t:
+            return []
+        return [
+            f"--ServerApp.shutdown_no_activity_timeout={t}",
+            f"--MappingKernelManager.cull_idle_timeout={t}",
+            f"--MappingKernelManager.cull_interval={min(300, max(30, t // 4))}",
+            "--MappingKernelManager.cull_connected=True",
+        ]
+
+    def _make_cgroup(self, account: Account, request: SpawnRequest) -> None:
+        prof = request.profile
+        if not self.platform.cgroups.enforced or (prof.cpus is None and prof.memory_bytes is None):
+            return
+        suffix = f"-{self.spawner.name}" if self.spawner.name else ""
+        self.cgroup = ServerCgroup.create(
+            f"{account.name}{suffix}".lower()[:64],
+            Limits(cpus=prof.cpus, memory_bytes=prof.memory_bytes),
+        )
+
+    async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:
+        deadline = time.monotonic() + self.spawner.start_timeout
+        loop = asyncio.get_running_loop()
+        while time.monotonic() < deadline:
+            status = await child.poll()
+            if status is not None:
+                raise PlacementError(
+                    f"JupyterLab exited during start-up (exit status {status}). Last lines of "
+                    f"its log:\n{_tail(log_path)[-800:]}",
+                    reason="exited",
+                    log_message=f"server of {self.owner} exited with {status}; log {log_path}",
+                    status_code=500,
+                )
+            if await loop.run_in_executor(None, _can_connect, "127.0.0.1", port):
+                return
+            await asyncio.sleep(PORT_CHECK_INTERVAL)
+        raise PlacementError(
+            f"JupyterLab did not start listening within {self.spawner.start_timeout} s.",
+            reason="timeout",
+            status_code=500,
+        )
+
+    async def poll(self) -> int | None:
+        if self.child is None:
+            return 0
+        return await self.child.poll()
+
+    async def stop(self, now: bool = False) -> None:
+        if self.child is not None:
+            await self.child.stop(now=now)
+
+    def release(self) -> None:
+        self.platform.allocator.release(self.owner)
+        self.leased = []
+        if self.cgroup is not None:
+            self.cgroup.remove()
+            self.cgroup = None
+
+    # -- state -------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, Any]:
+        return {
+            "pid": self.child.pid if self.child else 0,
+            "port": self.child.port if self.child else 0,
+            "unix_name": self.unix_name,
+            "gpus": self.leased,
+            "cgroup": [self.cgroup.name, self.cgroup.kind, [str(p) for p in self.cgroup.paths]]
+            if self.cgroup
+            else None,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.leased = list(state.get("gpus", []))
+        self.unix_name = state.get("unix_name", "")
+        saved_cgroup = state.get("cgroup")
+        if saved_cgroup:
+            name, kind, paths = saved_cgroup
+            self.cgroup = ServerCgroup(name, kind, tuple(Path(p) for p in paths))
+        if state.get("pid"):
+            child = LocalServerSpawner(
+                user=self.spawner.user,
+                hub=self.spawner.hub,
+                orm_spawner=self.spawner.orm_spawner,
+                unix_name=self.unix_name,
+            )
+            child.pid = int(state["pid"])
+            child.port = int(state.get("port") or 0)
+            self.child = child

@@ -1,0 +1,370 @@
+"""CPU and memory limits for local single-user servers, through Linux cgroups.
+
+The local placement backend starts each user's server as a child of the hub (which runs as root)
+and drops to the user's account in a ``preexec_fn``. Without a cgroup, one notebook that loads a
+dataset too large for the machine takes every other user's server down with it (the kernel's OOM
+killer picks whoever is biggest, often the hub). With one, the kernel enforces the profile's CPU
+and memory limits on the server and everything it starts, and the OOM killer stays inside it.
+
+Both cgroup layouts in the field are supported:
+
+* **v1** (and the "hybrid" layout of older distributions): one hierarchy per controller, so a
+  server gets one group per controller, ``<root>/memory/mlrp/<name>`` and
+  ``<root>/cpu/mlrp/<name>``, limited by ``memory.limit_in_bytes`` and
+  ``cpu.cfs_period_us``/``cpu.cfs_quota_us``.
+* **v2** (unified): one group, ``<root>/mlrp/<name>``, limited by ``memory.max`` and ``cpu.max``.
+  Controllers must first be enabled in each ancestor's ``cgroup.subtree_control``.
+
+Where neither is writable (a hub not running as root, a read-only ``/sys/fs/cgroup`` in a
+container), :func:`probe` says so and limits are advisory; the spawner shows that to admins
+rather than pretending.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("/sys/fs/cgroup")
+PARENT = "mlrp"
+CPU_PERIOD_US = 100_000
+# The kernel refuses CFS quotas under 1 ms; 0.01 CPU at a 100 ms period is exactly that.
+MIN_CPUS = 0.01
+CONTROLLERS = ("memory", "cpu")
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_MEMORY_RE = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+# A v1 hierarchy is usable for a controller when this limit file exists in its root.
+_V1_LIMIT_FILE = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}
+
+
+class CgroupError(OSError):
+    """A cgroup could not be created or limited; the message names the file and the reason."""
+
+
+def parse_memory(text: str) -> int:
+    """Parse a memory size such as ``4G``, ``512M``, ``4GiB``, ``1.5G`` or ``1024`` into bytes.
+
+    Units are binary (``1G`` is 2**30 bytes), as in JupyterHub's ``mem_limit``, because that is
+    what admins mean when they size a server against a machine's RAM. Used to validate the YAML
+    file and the spawn form, so the message says what a valid value looks like.
+    """
+    match = _MEMORY_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(
+            f"memory must be a number with an optional unit K, M, G or T (e.g. 4G); got {text!r}"
+        )
+    number, unit = match.group(1), (match.group(2) or "").lower()
+    if not unit and "." in number:
+        raise ValueError(f"memory without a unit is a whole number of bytes; got {text!r}")
+    value = int(Decimal(number) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"memory must be greater than zero; got {text!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server may use; ``None`` means unlimited for that resource."""
+
+    cpus: float | None
+    memory_bytes: int | None
+
+    def __post_init__(self) -> None:
+        """Refuse values the kernel would reject, here rather than halfway through create()."""
+        if self.cpus is not None and not (math.isfinite(self.cpus) and self.cpus >= MIN_CPUS):
+            raise ValueError(f"cpus must be at least {MIN_CPUS}; got {self.cpus!r}")
+        if self.memory_bytes is not None and self.memory_bytes <= 0:
+            raise ValueError(f"memory_bytes must be greater than zero; got {self.memory_bytes!r}")
+
+
+@dataclass(frozen=True)
+class CgroupSupport:
+    """Whether limits are enforced here, for logs, ``mlrp doctor`` and the spawn form."""
+
+    enforced: bool
+    kind: str  # "v1", "v2" or "none"; "none" whenever enforced is False
+    detail: str
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What the hierarchy under a root offers: its kind and the controllers we can use."""
+
+    kind: str
+    controllers: tuple[str, ...]
+    writable: bool
+    reason: str
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as f:
+        return f.read()
+
+
+def _write(path: Path, value: str) -> None:
+    """Write one value to a cgroup interface file, as ``echo value > path`` would.
+
+    One ``write()`` call, because the kernel parses each write on its own: a value split over
+    two writes is two (wrong) values.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, value.encode("ascii"))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise CgroupError(f"could not write {value!r} to {path}: {e.strerror}") from e
+
+
+def _mkdir(path: Path) -> None:
+    """Create a cgroup directory; an existing one (a hub restart) is reused."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise CgroupError(f"could not create cgroup {path}: {e.strerror}") from e
+
+
+def _detect(root: Path) -> _Layout:
+    """Find which cgroup layout lives under ``root``, using only stat() and access()."""
+    controllers_file = root / "cgroup.controllers"
+    if controllers_file.is_file():
+        try:
+            offered = set(_read(controllers_file).split())
+        except OSError as e:
+            return _Layout("v2", (), False, f"cannot read {controllers_file}: {e.strerror}")
+        usable = tuple(c for c in CONTROLLERS if c in offered)
+        writable = os.access(root, os.W_OK) and os.access(root / "cgroup.subtree_control", os.W_OK)
+        return _Layout("v2", usable, writable, str(root))
+    # v1 or hybrid: the controllers have their own mounts; a cgroup2 mount at
+    # <root>/unified (hybrid) holds no controllers we use and is ignored.
+    usable = tuple(c for c in CONTROLLERS if (root / c / _V1_LIMIT_FILE[c]).is_file())
+    unwritable = [str(root / c) for c in usable if not os.access(root / c, os.W_OK)]
+    return _Layout("v1", usable, not unwritable, ", ".join(unwritable) or str(root))
+
+
+def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
+    """Say whether :meth:`ServerCgroup.create` would enforce limits under ``root``.
+
+    Cheap and uncached (stat and access only), so ``mlrp doctor`` and the spawn form always show
+    the current truth, e.g. after an admin remounts /sys/fs/cgroup.
+    """
+    layout = _detect(root)
+    if not layout.controllers:
+        return CgroupSupport(
+            False,
+            "none",
+            f"no cgroup memory or cpu controller under {root}: limits are advisory",
+        )
+    if not layout.writable:
+        return CgroupSupport(
+            False,
+            "none",
+            f"cgroups not writable ({layout.kind} at {layout.reason}, uid {os.geteuid()}): "
+            "limits are advisory",
+        )
+    detail = f"cgroup {layout.kind} ({', '.join(layout.controllers)})"
+    missing = [c for c in CONTROLLERS if c not in layout.controllers]
+    if missing:
+        detail += f"; no {' or '.join(missing)} controller: those limits are advisory"
+    return CgroupSupport(True, layout.kind, detail)
+
+
+def _check_name(name: str) -> None:
+    """Refuse names that are not one safe path component.
+
+    The name comes from a user or server name and becomes a directory under /sys/fs/cgroup,
+    written by root: "../x" or "a/b" would create or limit some other cgroup.
+    """
+    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+        raise ValueError(
+            "cgroup name must be 1-64 characters of a-z, 0-9, '_', '.' or '-', "
+            f"starting with a letter or digit; got {name!r}"
+        )
+
+
+def _enable_controllers(group: Path, controllers: tuple[str, ...]) -> None:
+    """Enable controllers for the children of a v2 group, if they are not already.
+
+    Writes only the missing ones, in one write, so a host where systemd already enabled them is
+    not touched at all.
+    """
+    control = group / "cgroup.subtree_control"
+    try:
+        enabled = set(_read(control).replace("+", " ").split())
+    except OSError as e:
+        raise CgroupError(f"could not read {control}: {e.strerror}") from e
+    missing = [c for c in controllers if c not in enabled]
+    if missing:
+        _write(control, " ".join(f"+{c}" for c in missing))
+
+
+def _warn_unenforced(limits: Limits, controllers: tuple[str, ...]) -> None:
+    if limits.memory_bytes is not None and "memory" not in controllers:
+        log.warning("no cgroup memory controller: memory limit %d is advisory", limits.memory_bytes)
+    if limits.cpus is not None and "cpu" not in controllers:
+        log.warning("no cgroup cpu controller: cpu limit %s is advisory", limits.cpus)
+
+
+def _quota_us(cpus: float) -> int:
+    return round(cpus * CPU_PERIOD_US)
+
+
+def _limit_v1(controller: str, group: Path, limits: Limits) -> None:
+    """Write one v1 controller's limit; unlimited is -1, so a re-create can lift a limit."""
+    if controller == "memory":
+        value = -1 if limits.memory_bytes is None else limits.memory_bytes
+        _write(group / "memory.limit_in_bytes", str(value))
+    elif controller == "cpu":
+        # Period first: the quota is checked against the period in force.
+        _write(group / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+        quota = -1 if limits.cpus is None else _quota_us(limits.cpus)
+        _write(group / "cpu.cfs_quota_us", str(quota))
+
+
+def _limit_v2(controllers: tuple[str, ...], group: Path, limits: Limits) -> None:
+    """Write v2 limits; "max" means unlimited, so a re-create can lift a limit."""
+    if "memory" in controllers:
+        memory = "max" if limits.memory_bytes is None else str(limits.memory_bytes)
+        _write(group / "memory.max", memory)
+    if "cpu" in controllers:
+        quota = "max" if limits.cpus is None else str(_quota_us(limits.cpus))
+        _write(group / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+
+
+class ServerCgroup:
+    """One cgroup (per controller on v1) for one user server.
+
+    Lives under ``<root>/<controller>/mlrp/<name>`` (v1) or ``<root>/mlrp/<name>`` (v2). The
+    spawner creates it before starting the server, has the child join it in ``preexec_fn`` before
+    it drops to the user's account (moving a process into a cgroup needs root, and joining before
+    ``exec`` means not one allocation of the server escapes the limit), and removes it once the
+    server's processes are gone.
+    """
+
+    def __init__(self, name: str, kind: str, groups: tuple[Path, ...]) -> None:
+        self.name = name
+        self.kind = kind
+        self._groups = groups
+        # Encoded once here, so join() in a forked child does no path work.
+        self._procs_files = tuple(os.fsencode(g / "cgroup.procs") for g in groups)
+
+    def __repr__(self) -> str:
+        return f"ServerCgroup({self.name!r}, kind={self.kind!r})"
+
+    @classmethod
+    def create(cls, name: str, limits: Limits, root: Path = DEFAULT_ROOT) -> ServerCgroup | None:
+        """Create (or re-limit, after a hub restart) the server's cgroup.
+
+        Returns None where cgroups are not enforced (see :func:`probe`): the caller starts the
+        server unconfined and says so. Raises ValueError for an unsafe name and CgroupError
+        when the kernel refuses a directory or a limit.
+        """
+        _check_name(name)
+        layout = _detect(root)
+        if not layout.controllers or not layout.writable:
+            return None
+        _warn_unenforced(limits, layout.controllers)
+        groups: tuple[Path, ...]
+        if layout.kind == "v2":
+            groups = (cls._create_v2(name, limits, root, layout.controllers),)
+        else:
+            groups = cls._create_v1(name, limits, root, layout.controllers)
+        log.info("cgroup %s (%s) limits %s at %s", name, layout.kind, limits, groups)
+        return cls(name, layout.kind, groups)
+
+    @staticmethod
+    def _create_v1(
+        name: str, limits: Limits, root: Path, controllers: tuple[str, ...]
+    ) -> tuple[Path, ...]:
+        groups = []
+        for controller in controllers:
+            parent = root / controller / PARENT
+            _mkdir(parent)
+            group = parent / name
+            _mkdir(group)
+            _limit_v1(controller, group, limits)
+            groups.append(group)
+        return tuple(groups)
+
+    @staticmethod
+    def _create_v2(name: str, limits: Limits, root: Path, controllers: tuple[str, ...]) -> Path:
+        # Each level must hand the controllers down before the level below can use them.
+        _enable_controllers(root, controllers)
+        parent = root / PARENT
+        _mkdir(parent)
+        _enable_controllers(parent, controllers)
+        group = parent / name
+        _mkdir(group)
+        _limit_v2(controllers, group, limits)
+        return group
+
+    @property
+    def paths(self) -> list[Path]:
+        """The group directories: one per controller on v1, one on v2."""
+        return list(self._groups)
+
+    def join(self, pid: int) -> None:
+        """Move process ``pid`` (and its threads) into every group.
+
+        Safe in a ``preexec_fn`` between fork and exec: only os.open/os.write/os.close on
+        pre-encoded paths, no logging, no locks. An error raises, which makes Popen fail; a
+        server that cannot be confined is not started silently unconfined.
+        """
+        data = b"%d" % pid
+        for path in self._procs_files:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    def preexec_join(self) -> Callable[[], None]:
+        """A ``preexec_fn`` that moves the child into the group; call it before setuid()."""
+        join = self.join
+        getpid = os.getpid
+
+        def _join_self() -> None:
+            join(getpid())
+
+        return _join_self
+
+    def pids(self) -> list[int]:
+        """Processes now in the group (any of them, on v1), sorted; [] once it is removed."""
+        found: set[int] = set()
+        for group in self._groups:
+            try:
+                found.update(int(line) for line in _read(group / "cgroup.procs").split())
+            except FileNotFoundError:
+                continue
+        return sorted(found)
+
+    def remove(self) -> None:
+        """Remove the groups once the server's processes are gone.
+
+        Missing groups are fine (already removed, or the machine rebooted). A group that still
+        holds a process (EBUSY) is logged and left, so stopping a server never fails on it; the
+        next create() with the same name reuses it.
+        """
+        for group in self._groups:
+            try:
+                os.rmdir(group)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise CgroupError(f"could not remove cgroup {group}: {e.strerror}") from e
+                log.warning("cgroup %s still has processes %s; leaving it", group, self.pids())

@@ -1,0 +1,71 @@
+"""Per-hub-process shared state for all MLRP spawners: records, GPU allocator, accounts policy.
+
+Built once from MLRPSpawner's traits (every spawner of a hub shares the same config) and cached,
+so 20 users spawning at once share one allocator and one view of the leases.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from spawners.cgroups import CgroupSupport, probe
+from spawners.gpus import GPUAllocator, load_inventory
+from spawners.records import Records
+
+if TYPE_CHECKING:
+    from spawners.spawner import MLRPSpawner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Platform:
+    records: Records
+    allocator: GPUAllocator
+    accounts_mode: str
+    account_prefix: str
+    home_root: Path
+    log_dir: Path
+    cgroups: CgroupSupport
+
+    @property
+    def multi_user(self) -> bool:
+        return self.accounts_mode == "system"
+
+
+_cache: dict[int, Platform] = {}
+
+
+def platform_for(spawner: MLRPSpawner) -> Platform:
+    records = spawner.records
+    if records is None:
+        raise RuntimeError(
+            "MLRPSpawner.records is not set: start the hub with config/jupyterhub_config.py "
+            "(mlrp up) so the MLRP database is wired in."
+        )
+    key = id(records)
+    if key not in _cache:
+        inventory = load_inventory(spawner.gpu_source, spawner.gpu_devices)
+        log_dir = Path(spawner.log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        support = probe() if spawner.enforce_limits else CgroupSupport(False, "none", "disabled")
+        _cache[key] = Platform(
+            records=records,
+            allocator=GPUAllocator(records, inventory),
+            accounts_mode=spawner.accounts_mode,
+            account_prefix=spawner.account_prefix,
+            home_root=Path(spawner.home_root),
+            log_dir=log_dir,
+            cgroups=support,
+        )
+        log.info(
+            "MLRP platform: %d GPU(s) from %s, accounts=%s, limits: %s",
+            len(inventory.gpus),
+            inventory.source,
+            spawner.accounts_mode,
+            support.detail,
+        )
+    return _cache[key]

@@ -1,0 +1,149 @@
+"""The backend-neutral profile model and validation of what a user asks for.
+
+A profile is what the spawn form offers: an image, a placement backend and resources, visible to
+some groups. `parse_request` turns untrusted input (form fields or an API body) into a
+`SpawnRequest` or raises `OptionsError` whose text is safe to show the user. Nothing a user types
+is used other than to pick among values the admin configured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_ECHO = 40
+
+
+@dataclass(frozen=True)
+class Profile:
+    slug: str
+    name: str
+    backend: str
+    image: str
+    image_env: str
+    description: str = ""
+    gpu_choices: tuple[int, ...] = (0,)
+    default_gpus: int = 0
+    cpus: float | None = None
+    memory_bytes: int | None = None
+    idle_timeout: int | None = None
+    groups: tuple[str, ...] = field(default_factory=tuple)
+
+    def visible_to(self, groups: Iterable[str], admin: bool = False) -> bool:
+        return admin or not self.groups or bool(set(self.groups) & set(groups))
+
+    @property
+    def max_gpus(self) -> int:
+        return max(self.gpu_choices)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Profile:
+        """From the traitlets form (render.py writes these dicts from the YAML)."""
+        choices = tuple(int(x) for x in d.get("gpu_choices", (0,)))
+        return cls(
+            slug=d["slug"],
+            name=d["name"],
+            backend=d.get("backend", "local"),
+            image=d.get("image", "default"),
+            image_env=d["image_env"],
+            description=d.get("description", ""),
+            gpu_choices=choices,
+            default_gpus=int(d.get("default_gpus", choices[0])),
+            cpus=d.get("cpus"),
+            memory_bytes=d.get("memory_bytes"),
+            idle_timeout=d.get("idle_timeout"),
+            groups=tuple(d.get("groups", ())),
+        )
+
+
+@dataclass(frozen=True)
+class SpawnRequest:
+    profile: Profile
+    gpus: int
+
+    def as_user_options(self) -> dict[str, Any]:
+        return {"profile": self.profile.slug, "gpus": self.gpus}
+
+
+class OptionsError(ValueError):
+    """Bad spawn options. `str(e)` is a sentence for the user."""
+
+
+def _echo(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
+
+
+def _single(value: Any, key: str) -> Any:
+    """Form fields arrive as lists of strings; API bodies as plain JSON values."""
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise OptionsError(f"Send exactly one value for {key!r}.")
+        return value[0]
+    return value
+
+
+def _as_int(value: Any, key: str) -> int:
+    if isinstance(value, bool):
+        raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 6:
+        return int(value.strip())
+    raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
+
+
+def form_to_options(form: Mapping[str, list[str]], slugs: Iterable[str]) -> dict[str, Any]:
+    """The spawn form's fields → user_options.
+
+    Each visible profile with a GPU choice has a select named gpus-<slug>; a browser sends all of
+    them, and only the chosen profile's counts. Any other field is refused.
+    """
+    fields = {k: v for k, v in form.items() if k != "_xsrf"}
+    profile = _single(fields.pop("profile", [""]), "profile")
+    options: dict[str, Any] = {"profile": profile}
+    for slug in slugs:
+        values = fields.pop(f"gpus-{slug}", None)
+        if values is not None and slug == profile:
+            options["gpus"] = _single(values, "gpus")
+    if fields:
+        raise OptionsError(
+            f"Unexpected field(s) in the form: {_echo(sorted(fields))}. "
+            "Reload the page and submit the form as shown."
+        )
+    return options
+
+
+def parse_request(options: Mapping[str, Any] | None, visible: list[Profile]) -> SpawnRequest:
+    """Validate user_options against the profiles this user may see."""
+    if options is None:
+        options = {}
+    if not isinstance(options, Mapping):
+        raise OptionsError('Spawn options must be an object such as {"profile": "cpu"}.')
+    extra = set(options) - {"profile", "gpus"}
+    if extra:
+        raise OptionsError(
+            f"Unknown option(s) {_echo(sorted(extra))}; allowed are 'profile' and 'gpus'."
+        )
+    if not visible:
+        raise OptionsError("No profile is available to you. Ask your administrator for access.")
+    by_slug = {p.slug: p for p in visible}
+    slug = _single(options.get("profile", visible[0].slug if len(visible) == 1 else ""), "profile")
+    if not isinstance(slug, str) or slug not in by_slug:
+        names = ", ".join(by_slug)
+        if not slug:
+            raise OptionsError(f"Pick a profile: one of {names}.")
+        raise OptionsError(f"There is no profile {_echo(slug)} for you. Pick one of: {names}.")
+    profile = by_slug[slug]
+    if "gpus" in options:
+        gpus = _as_int(_single(options["gpus"], "gpus"), "gpus")
+    else:
+        gpus = profile.default_gpus
+    if gpus not in profile.gpu_choices:
+        allowed = ", ".join(str(c) for c in profile.gpu_choices)
+        raise OptionsError(
+            f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {gpus}. "
+            "Pick one of those."
+        )
+    return SpawnRequest(profile=profile, gpus=gpus)

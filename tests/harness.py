@@ -1,0 +1,299 @@
+"""Starts and stops a real MLRP hub (JupyterHub + configurable-http-proxy + real user servers)
+for tests and benchmarks. Everything listens on 127.0.0.1 on free ports; every Unix account the
+hub creates carries a per-run prefix and is removed, with its processes (by PID), afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import re
+import secrets
+import signal
+import socket
+import sqlite3
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+VENV = Path(sys.executable).parent.parent
+PROXY = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp")) / "node/node_modules/.bin"
+PROXY_CMD = str(PROXY / "configurable-http-proxy")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_prefix() -> str:
+    """A Unix-account prefix unique to this run, e.g. 'tqzkx-'."""
+    return "t" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)) + "-"
+
+
+def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
+    return {
+        "hub": {
+            "ip": "127.0.0.1",
+            "port": free_port(),
+            "hub_port": free_port(),
+            "proxy_api_port": free_port(),
+            "data_dir": str(data_dir),
+            "proxy_command": [PROXY_CMD],
+            "poll_interval": 2,
+            "start_timeout": 60,
+        },
+        "login": {"admin_users": ["admin"]},
+        "accounts": {"mode": "system", "prefix": prefix},
+        "gpus": {"source": "config", "devices": [str(i) for i in range(gpus)]},
+        "images": {"default": {"env": str(VENV)}},
+        "groups": {"staff": ["admin"], "students": ["alice", "bob"]},
+        "profiles": [
+            {"slug": "cpu", "name": "CPU only", "gpus": 0, "cpus": 1, "memory": "2G"},
+            {
+                "slug": "gpu1",
+                "name": "1 GPU, PyTorch",
+                "gpus": 1,
+                "cpus": 1,
+                "memory": "2G",
+                "groups": ["students", "staff"],
+            },
+            {
+                "slug": "multi",
+                "name": "Several GPUs (staff)",
+                "gpus": {"choices": [2, 4], "default": 2},
+                "groups": ["staff"],
+            },
+        ],
+        "idle_culler": {"enabled": False},
+    }
+
+
+@dataclass
+class Hub:
+    workdir: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    admin_password: str = ""
+    passwords: dict[str, str] = field(default_factory=dict)
+    _admin_token: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.config['hub']['port']}"
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.config["hub"]["data_dir"])
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "mlrp.yaml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "hub.log"
+
+    def mlrp(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(VENV / "bin" / "mlrp"), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def start(self, timeout: float = 60) -> None:
+        self.write_config()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [str(VENV / "bin" / "mlrp"), "up", "--config", str(self.config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(f"{self.url}/hub/api", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"hub did not come up in {timeout} s:\n{self.log()}")
+        m = re.search(r"password:\s+(\S+)", self.log())
+        if m and not self.admin_password:
+            self.admin_password = m.group(1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the hub (and its proxy) by PID; user servers keep running (cleanup_servers off)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    # -- accounts and API ----------------------------------------------------------------------
+    def add_user(self, name: str) -> str:
+        password = "pw-" + secrets.token_hex(8)
+        r = self.mlrp(
+            "user",
+            "add",
+            name,
+            "--config",
+            str(self.config_path),
+            "--password-stdin",
+            stdin=password + "\n",
+        )
+        assert r.returncode == 0, r.stderr
+        self.passwords[name] = password
+        return password
+
+    def admin_token(self) -> str:
+        if not self._admin_token:
+            s = self.login_session("admin", self.admin_password)
+            r = s.post(
+                f"{self.url}/hub/api/users/admin/tokens",
+                json={"note": "tests", "expires_in": 3600},
+                headers={"X-XSRFToken": s.cookies.get("_xsrf", "")},
+            )
+            assert r.status_code == 201, r.text
+            self._admin_token = r.json()["token"]
+        return self._admin_token
+
+    def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"token {token or self.admin_token()}"}
+        return requests.request(
+            method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw
+        )
+
+    def login_session(self, name: str, password: str) -> requests.Session:
+        s = requests.Session()
+        r = s.get(f"{self.url}/hub/login")
+        xsrf = s.cookies.get("_xsrf", "")
+        r = s.post(
+            f"{self.url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": xsrf},
+            allow_redirects=False,
+        )
+        assert r.status_code == 302, f"login of {name} failed: {r.status_code} {r.text[:300]}"
+        return s
+
+    def user_token(self, name: str) -> str:
+        r = self.api("POST", f"/users/{name}/tokens", json={"note": "tests", "expires_in": 3600})
+        assert r.status_code == 201, r.text
+        return str(r.json()["token"])
+
+    def start_server(self, name: str, timeout: float = 60, **options: Any) -> requests.Response:
+        r = self.api("POST", f"/users/{name}/server", json=options)
+        if r.status_code not in (201, 202):
+            return r
+        self.wait_ready(name, timeout)
+        return r
+
+    def wait_ready(self, name: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            model = self.api("GET", f"/users/{name}").json()
+            server = model.get("servers", {}).get("", {})
+            if server.get("ready"):
+                return dict(server)
+            if not server.get("pending") and not server:
+                raise AssertionError(
+                    f"server of {name} is not starting: {model}\n{self.log()[-3000:]}"
+                )
+            time.sleep(0.1)
+        raise AssertionError(f"server of {name} not ready in {timeout} s")
+
+    def stop_server(self, name: str) -> None:
+        r = self.api("DELETE", f"/users/{name}/server")
+        assert r.status_code in (202, 204), r.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            servers = self.api("GET", f"/users/{name}").json().get("servers", {})
+            if "" not in servers:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"server of {name} did not stop")
+
+    # -- what the hub recorded -----------------------------------------------------------------
+    def db(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.data_dir / "mlrp.sqlite")
+
+    def leases(self) -> dict[str, str]:
+        with self.db() as c:
+            return dict(c.execute("SELECT device, owner FROM gpu_leases").fetchall())
+
+    def unix_accounts(self) -> dict[str, str]:
+        with self.db() as c:
+            return dict(c.execute("SELECT hub_user, unix_name FROM unix_accounts").fetchall())
+
+    def server_pid(self, name: str) -> int:
+        with sqlite3.connect(self.data_dir / "jupyterhub.sqlite") as c:
+            row = c.execute(
+                "SELECT spawners.state FROM spawners JOIN users ON users.id = spawners.user_id "
+                "WHERE users.name = ? AND spawners.name = ''",
+                (name,),
+            ).fetchone()
+        state = json.loads(row[0]) if row and row[0] else {}
+        return int(state.get("mlrp", {}).get("placement", {}).get("pid", 0))
+
+    # -- teardown ------------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Stop servers, the hub, and remove this run's Unix accounts and their processes."""
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                for user in self.api("GET", "/users").json():
+                    if user.get("servers"):
+                        self.api("DELETE", f"/users/{user['name']}/server")
+            except (requests.RequestException, AssertionError, ValueError):
+                pass
+        self.stop()
+        remove_accounts(self.config["accounts"]["prefix"])
+
+
+def pids_of_uid(uid: int) -> Iterator[int]:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    yield int(entry.name)
+            except FileNotFoundError:
+                continue
+
+
+def remove_accounts(prefix: str) -> None:
+    stem = prefix.rstrip("-")
+    for pw in pwd.getpwall():
+        if pw.pw_name.startswith(prefix) or pw.pw_name.startswith(stem + "_"):
+            for pid in pids_of_uid(pw.pw_uid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+            subprocess.run(["userdel", "-r", pw.pw_name], capture_output=True, check=False)

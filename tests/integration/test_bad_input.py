@@ -1,0 +1,178 @@
+"""Bad spawn input through the real hub: the form, hand-crafted POSTs and API bodies each get a
+400 with a sentence saying what was wrong, and nothing is started, leased or created."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+from harness import Hub
+
+pytestmark = [pytest.mark.e2e]
+
+HOSTILE = ["$(id)", "`id`", "{{7*7}}", "<script>alert(1)</script>", "cpu; rm -rf /", "../../etc"]
+
+
+def _spawn_form_post(
+    hub: Hub, session: requests.Session, data: dict[str, str]
+) -> requests.Response:
+    xsrf = session.cookies.get("_xsrf", "")
+    return session.post(
+        f"{hub.url}/hub/spawn", params={"_xsrf": xsrf}, data=data, allow_redirects=False
+    )
+
+
+def _nothing_happened(hub: Hub, name: str) -> None:
+    assert name + "/" not in hub.leases().values()
+    assert name not in hub.unix_accounts(), "no Unix account may be created for a refused spawn"
+    assert hub.api("GET", f"/users/{name}").json().get("servers") == {}
+
+
+@pytest.fixture(scope="module")
+def mallory(hub: Hub) -> requests.Session:
+    """A student who never started a server."""
+    hub.add_user("mallory")
+    session = hub.login_session("mallory", hub.passwords["mallory"])  # creates the hub user
+    r = hub.api("POST", "/groups/students/users", json={"users": ["mallory"]})
+    assert r.status_code == 200, r.text
+    return session
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"profile": "nope"}, "There is no profile 'nope' for you"),
+        ({"profile": "multi"}, "There is no profile 'multi' for you"),  # staff only
+        ({}, "Pick a profile"),
+        ({"profile": "gpu1", "gpus-gpu1": "-1"}, "offers 1 GPU(s); you asked for -1"),
+        ({"profile": "gpu1", "gpus-gpu1": "1000"}, "you asked for 1000"),
+        ({"profile": "gpu1", "gpus-gpu1": "two"}, "gpus must be a whole number"),
+        ({"profile": "cpu", "cmd": "/bin/sh"}, "Unexpected field(s) in the form"),
+        ({"profile": "cpu", "gpus-": "1"}, "Unexpected field(s) in the form"),
+    ],
+)
+def test_form_rejects_bad_values(
+    hub: Hub, mallory: requests.Session, data: dict[str, str], expected: str
+) -> None:
+    r = _spawn_form_post(hub, mallory, data)
+    assert r.status_code == 400, r.text[:500]
+    assert expected.replace("'", "&#39;") in r.text or expected in r.text
+    assert 'name="profile"' in r.text, "the form is shown again so the user can fix it"
+    assert "Traceback" not in r.text
+    _nothing_happened(hub, "mallory")
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_form_hostile_strings_are_refused_and_escaped(
+    hub: Hub, mallory: requests.Session, value: str
+) -> None:
+    r = _spawn_form_post(hub, mallory, {"profile": value})
+    assert r.status_code == 400
+    assert "There is no profile" in r.text
+    assert "<script>alert(1)</script>" not in r.text
+    assert "49" not in r.text.split("There is no profile", 1)[1][:80], "no template evaluation"
+    _nothing_happened(hub, "mallory")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"profile": "nope"}, "There is no profile"),
+        ({"profile": "gpu1", "gpus": -1}, "you asked for -1"),
+        ({"profile": "gpu1", "gpus": 1000}, "you asked for 1000"),
+        ({"profile": "gpu1", "gpus": True}, "gpus must be a whole number"),
+        ({"profile": "gpu1", "gpus": [1, 1]}, "exactly one value"),
+        ({"profile": "cpu", "cmd": ["/bin/sh"]}, "Unknown option(s)"),
+        ({"profile": "cpu", "exec_prefix": "sh -c"}, "Unknown option(s)"),
+        ({"profile": {"$ne": 1}}, "There is no profile"),
+        ({"user_options": "cpu"}, "user_options must be an object"),
+    ]
+    + [({"profile": v}, "There is no profile") for v in HOSTILE],
+)
+def test_api_rejects_bad_bodies(
+    hub: Hub, mallory: requests.Session, body: dict[str, object], expected: str
+) -> None:
+    token = hub.user_token("mallory")
+    r = hub.api("POST", "/users/mallory/server", token=token, json=body)
+    assert r.status_code == 400, r.text
+    message = r.json()["message"]
+    assert expected in message
+    assert len(message) < 300
+    _nothing_happened(hub, "mallory")
+
+
+def test_api_rejects_non_json(hub: Hub, mallory: requests.Session) -> None:
+    token = hub.user_token("mallory")
+    r = hub.api("POST", "/users/mallory/server", token=token, data="profile=cpu;id")
+    assert r.status_code == 400
+    _nothing_happened(hub, "mallory")
+
+
+def test_gpu_choice_outside_allowed_list(hub: Hub) -> None:
+    """admin is staff and sees `multi` (2 or 4 GPUs): 3 is refused, nothing leased."""
+    r = hub.api("POST", "/users/admin/server", json={"profile": "multi", "gpus": 3})
+    assert r.status_code == 400
+    assert "offers 2, 4 GPU(s); you asked for 3" in r.json()["message"]
+    assert "admin/" not in hub.leases().values()
+
+
+def test_batchspawner_api_is_not_exposed(hub: Hub) -> None:
+    """ENVIRONMENT.md's hazard: /hub/api/batchspawner sets any spawner attribute. Never served."""
+    token = hub.user_token("alice")
+    r = hub.api("POST", "/batchspawner", token=token, json={"port": 1, "exec_prefix": "sh"})
+    assert r.status_code == 404
+
+
+def test_failure_stays_visible_on_the_form_after_reload(
+    hub: Hub, mallory: requests.Session
+) -> None:
+    """A failed start is recorded; the spawn form shows it on the next visit (and after a hub
+    restart, since it lives in the MLRP database, see test_restart)."""
+    token = hub.user_token("mallory")
+    r = hub.api("POST", "/users/mallory/server", token=token, json={"profile": "gpu1", "gpus": 7})
+    assert r.status_code == 400
+    page = mallory.get(f"{hub.url}/hub/spawn")
+    assert page.status_code == 200
+    assert 'id="mlrp-last-failure"' in page.text
+    assert "you asked for 7" in page.text
+
+
+def test_progress_events_tell_what_happens(hub: Hub, mallory: requests.Session) -> None:
+    token = hub.user_token("mallory")
+    r = hub.api("POST", "/users/mallory/server", token=token, json={"profile": "gpu1"})
+    assert r.status_code in (201, 202), r.text
+    messages: list[str] = []
+    with requests.get(
+        f"{hub.url}/hub/api/users/mallory/server/progress",
+        headers={"Authorization": f"token {token}"},
+        stream=True,
+        timeout=60,
+    ) as stream:
+        for line in stream.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                messages.append(event.get("message", ""))
+                if event.get("ready") or event.get("failed"):
+                    break
+    hub.wait_ready("mallory")
+    text = "\n".join(messages)
+    if r.status_code == 202:  # still pending when the POST returned: we saw the live events
+        assert "Leased GPU" in text and "Running as Unix account" in text, text
+    else:  # already ready: the hub replays the final state only
+        assert messages, "the progress stream must end with a ready event"
+    with hub.db() as c:
+        recorded = [
+            m
+            for (m,) in c.execute(
+                "SELECT message FROM spawn_events WHERE owner = 'mallory/' ORDER BY id"
+            )
+        ]
+    assert any(m.startswith("Leased GPU") for m in recorded)
+    assert any(m.startswith("Running as Unix account") for m in recorded)
+    hub.stop_server("mallory")
+    deadline = time.monotonic() + 10
+    while "mallory/" in hub.leases().values() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "mallory/" not in hub.leases().values()
