@@ -269,11 +269,24 @@ class Hub:
             try:
                 for user in self.api("GET", "/users").json():
                     if user.get("servers"):
-                        self.api("DELETE", f"/users/{user['name']}/server")
+                        self.stop_server(user["name"])
             except (requests.RequestException, AssertionError, ValueError):
                 pass
         self.stop()
         remove_accounts(self.config["accounts"]["prefix"])
+        remove_cgroups(self.config["accounts"]["prefix"])
+
+
+def remove_cgroups(prefix: str) -> None:
+    """Groups the hub left (a server killed with the hub down); empty once processes are gone."""
+    stem = prefix.rstrip("-")
+    for parent in Path("/sys/fs/cgroup").glob("*/mlrp"):
+        for group in parent.iterdir():
+            if group.is_dir() and group.name.startswith((prefix, stem + "_")):
+                try:
+                    group.rmdir()
+                except OSError:
+                    pass
 
 
 def pids_of_uid(uid: int) -> Iterator[int]:

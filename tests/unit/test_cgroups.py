@@ -1,0 +1,544 @@
+"""Tests for spawners.cgroups.
+
+The v2 and v1 logic is checked against a fake cgroup tree under tmp_path, with a small stand-in
+for what the kernel does on mkdir/rmdir (interface files appear, a group with processes is busy).
+Enforcement is checked for real, on this machine's cgroups, by starting children that exceed
+their limits; those tests skip, naming what is missing, where cgroups are not writable.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spawners import cgroups
+from spawners.cgroups import CgroupError, Limits, ServerCgroup, parse_memory, probe
+
+pytestmark = pytest.mark.unit
+
+MiB = 2**20
+GiB = 2**30
+
+
+# --- parse_memory -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("512M", 512 * MiB),
+        ("4G", 4 * GiB),
+        ("4GiB", 4 * GiB),
+        ("4gb", 4 * GiB),
+        ("4g", 4 * GiB),
+        ("1.5G", int(1.5 * GiB)),
+        ("1024", 1024),
+        ("1024B", 1024),
+        ("64k", 64 * 1024),
+        ("2T", 2 * 2**40),
+        (" 8 G ", 8 * GiB),
+    ],
+)
+def test_parse_memory_accepts(text: str, expected: int) -> None:
+    assert parse_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["abc", "", "G", "4X", "4 GG", "1e9", "4G4", "four"])
+def test_parse_memory_rejects_garbage_with_a_useful_message(text: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_memory(text)
+    assert str(info.value) == (
+        f"memory must be a number with an optional unit K, M, G or T (e.g. 4G); got {text!r}"
+    )
+
+
+@pytest.mark.parametrize("text", ["0", "0G", "-1G", "-512", "0.0000001K"])
+def test_parse_memory_rejects_zero_and_negative(text: str) -> None:
+    with pytest.raises(ValueError, match="greater than zero"):
+        parse_memory(text)
+
+
+def test_parse_memory_rejects_fractional_bytes() -> None:
+    with pytest.raises(ValueError, match="whole number of bytes"):
+        parse_memory("1.5")
+
+
+# --- Limits and names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"cpus": 0.0, "memory_bytes": None},
+        {"cpus": -1.0, "memory_bytes": None},
+        {"cpus": 0.001, "memory_bytes": None},
+        {"cpus": float("nan"), "memory_bytes": None},
+        {"cpus": float("inf"), "memory_bytes": None},
+        {"cpus": None, "memory_bytes": 0},
+        {"cpus": None, "memory_bytes": -1},
+    ],
+)
+def test_limits_refuse_what_the_kernel_would(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        Limits(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", "", "Alice", "a" * 65, "abc\n", ".hidden", "-x", "a b", "..", "é"]
+)
+def test_create_rejects_unsafe_names(name: str, tmp_path: Path) -> None:
+    # Checked before anything else, so it holds even where cgroups are not available.
+    with pytest.raises(ValueError, match="cgroup name"):
+        ServerCgroup.create(name, Limits(cpus=1, memory_bytes=None), root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["a", "a" * 64, "alice", "u1.test_x-y", "0day"])
+def test_create_accepts_safe_names(name: str, fake_v2: Path) -> None:
+    cg = ServerCgroup.create(name, Limits(cpus=1, memory_bytes=None), root=fake_v2)
+    assert cg is not None
+    assert cg.paths == [fake_v2 / "mlrp" / name]
+
+
+# --- a fake cgroup tree -------------------------------------------------------------------------
+
+
+class FakeKernelOs:
+    """The os module as cgroups.py sees it, with mkdir/rmdir acting like cgroupfs.
+
+    On cgroupfs, mkdir makes a group whose interface files appear at once (on v2, only those of
+    the controllers its parent enables in cgroup.subtree_control) and rmdir removes a group
+    with its files but refuses (EBUSY) while it holds processes or child groups.
+    """
+
+    def __init__(self, root: Path, writable: bool = True) -> None:
+        self.root = root
+        self.writable = writable
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def access(self, path: Any, mode: int) -> bool:
+        if not self.writable and mode & os.W_OK:
+            return False
+        return os.access(path, mode)
+
+    def mkdir(self, path: Any, mode: int = 0o777) -> None:
+        path = Path(path)
+        os.mkdir(path, mode)
+        parent = path.parent
+        if (parent / "cgroup.subtree_control").exists():
+            enabled = (parent / "cgroup.subtree_control").read_text().replace("+", " ").split()
+            files = {"cgroup.procs": "", "cgroup.subtree_control": ""}
+            files["cgroup.controllers"] = " ".join(enabled)
+            if "memory" in enabled:
+                files["memory.max"] = "max\n"
+            if "cpu" in enabled:
+                files["cpu.max"] = "max 100000\n"
+        else:  # v1: a group has the same interface files as its parent
+            files = {p.name: "" for p in parent.iterdir() if p.is_file()}
+        for file_name, text in files.items():
+            (path / file_name).write_text(text)
+
+    def rmdir(self, path: Any) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        busy = (path / "cgroup.procs").read_text().strip() or any(
+            p.is_dir() for p in path.iterdir()
+        )
+        if busy:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        for p in path.iterdir():
+            p.unlink()
+        os.rmdir(path)
+
+
+def _make_v2_root(tmp_path: Path, controllers: str, subtree: str = "") -> Path:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text(controllers + "\n")
+    (root / "cgroup.subtree_control").write_text(subtree)
+    (root / "cgroup.procs").write_text("1\n")
+    return root
+
+
+@pytest.fixture
+def fake_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A pure cgroup v2 root offering cpu and memory, none enabled for children yet."""
+    root = _make_v2_root(tmp_path, "cpuset cpu io memory pids")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
+    return root
+
+
+@pytest.fixture
+def fake_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A hybrid v1 root: memory and cpu hierarchies, plus a cgroup2 mount with no controllers."""
+    root = tmp_path / "cgroup"
+    files = {
+        "memory": ["cgroup.procs", "memory.limit_in_bytes", "memory.usage_in_bytes"],
+        "cpu": ["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.shares"],
+        "unified": ["cgroup.procs", "cgroup.controllers", "cgroup.subtree_control"],
+    }
+    for controller, names in files.items():
+        (root / controller).mkdir(parents=True)
+        for name in names:
+            (root / controller / name).write_text("")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
+    return root
+
+
+# --- v2, on the fake tree -----------------------------------------------------------------------
+
+
+def test_probe_v2(fake_v2: Path) -> None:
+    assert probe(fake_v2) == cgroups.CgroupSupport(True, "v2", "cgroup v2 (memory, cpu)")
+
+
+def test_create_v2_writes_limits_after_enabling_controllers(fake_v2: Path) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=2.0, memory_bytes=512 * MiB), root=fake_v2)
+
+    assert cg is not None and cg.kind == "v2"
+    group = fake_v2 / "mlrp" / "alice"
+    assert cg.paths == [group]
+    assert (group / "memory.max").read_text() == str(512 * MiB)
+    assert (group / "cpu.max").read_text() == "200000 100000"
+    for level in (fake_v2, fake_v2 / "mlrp"):
+        assert (level / "cgroup.subtree_control").read_text().split() == ["+memory", "+cpu"]
+
+
+def test_create_v2_leaves_enabled_controllers_alone(tmp_path: Path, monkeypatch: Any) -> None:
+    root = _make_v2_root(tmp_path, "cpu memory", subtree="cpu memory")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
+
+    assert ServerCgroup.create("bob", Limits(cpus=1.5, memory_bytes=None), root=root)
+
+    assert (root / "cgroup.subtree_control").read_text() == "cpu memory"
+    assert (root / "mlrp" / "bob" / "cpu.max").read_text() == "150000 100000"
+
+
+def test_recreate_v2_rewrites_limits_and_can_lift_them(fake_v2: Path) -> None:
+    ServerCgroup.create("alice", Limits(cpus=2.0, memory_bytes=GiB), root=fake_v2)
+    cg = ServerCgroup.create("alice", Limits(cpus=None, memory_bytes=None), root=fake_v2)
+
+    assert cg is not None
+    assert (cg.paths[0] / "memory.max").read_text() == "max"
+    assert (cg.paths[0] / "cpu.max").read_text() == "max 100000"
+
+
+def test_join_v2_writes_the_pid_and_pids_reads_it(fake_v2: Path) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=None), root=fake_v2)
+    assert cg is not None
+
+    cg.join(4242)
+
+    assert (cg.paths[0] / "cgroup.procs").read_text() == "4242"
+    assert cg.pids() == [4242]
+
+
+def test_preexec_join_writes_the_calling_process(fake_v2: Path) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=None), root=fake_v2)
+    assert cg is not None
+
+    cg.preexec_join()()
+
+    assert cg.pids() == [os.getpid()]
+
+
+def test_remove_v2_rmdirs_and_tolerates_a_missing_group(fake_v2: Path) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=MiB), root=fake_v2)
+    assert cg is not None
+
+    cg.remove()
+    assert not cg.paths[0].exists()
+    assert (fake_v2 / "mlrp").is_dir()  # shared by all servers; stays
+    cg.remove()  # again: nothing to do, no error
+    assert cg.pids() == []
+
+
+def test_remove_leaves_a_busy_group_and_warns(fake_v2: Path, caplog: Any) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=MiB), root=fake_v2)
+    assert cg is not None
+    cg.join(4242)
+
+    with caplog.at_level(logging.WARNING, logger="spawners.cgroups"):
+        cg.remove()
+
+    assert cg.paths[0].is_dir()
+    assert "still has processes [4242]" in caplog.text
+
+
+def test_v2_without_cpu_controller_enforces_memory_only(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    root = _make_v2_root(tmp_path, "io memory pids")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
+
+    support = probe(root)
+    with caplog.at_level(logging.WARNING, logger="spawners.cgroups"):
+        cg = ServerCgroup.create("alice", Limits(cpus=2, memory_bytes=GiB), root=root)
+
+    assert support.enforced and support.kind == "v2"
+    assert "no cpu controller" in support.detail
+    assert cg is not None
+    assert (cg.paths[0] / "memory.max").read_text() == str(GiB)
+    assert not (cg.paths[0] / "cpu.max").exists()
+    assert "cpu limit 2 is advisory" in caplog.text
+
+
+def test_not_writable_means_advisory_and_create_does_nothing(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    root = _make_v2_root(tmp_path, "cpu memory")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, writable=False))
+
+    support = probe(root)
+
+    assert support.enforced is False and support.kind == "none"
+    assert support.detail.startswith("cgroups not writable")
+    assert support.detail.endswith("limits are advisory")
+    assert ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=GiB), root=root) is None
+    assert not (root / "mlrp").exists()
+
+
+def test_no_cgroups_at_all(tmp_path: Path) -> None:
+    support = probe(tmp_path)
+
+    assert (support.enforced, support.kind) == (False, "none")
+    assert "no cgroup memory or cpu controller" in support.detail
+    assert ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=None), root=tmp_path) is None
+
+
+def test_kernel_refusal_names_the_file(fake_v2: Path) -> None:
+    (fake_v2 / "mlrp").mkdir()  # made by hand: no interface files, as if the kernel refused
+    with pytest.raises(CgroupError, match=r"mlrp/cgroup.subtree_control"):
+        ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=None), root=fake_v2)
+
+
+# --- v1, on the fake tree -----------------------------------------------------------------------
+
+
+def test_probe_v1_ignores_the_hybrid_unified_mount(fake_v1: Path) -> None:
+    assert probe(fake_v1) == cgroups.CgroupSupport(True, "v1", "cgroup v1 (memory, cpu)")
+
+
+def test_create_v1_one_group_per_controller(fake_v1: Path) -> None:
+    cg = ServerCgroup.create("alice", Limits(cpus=0.5, memory_bytes=100 * MiB), root=fake_v1)
+
+    assert cg is not None and cg.kind == "v1"
+    memory, cpu = fake_v1 / "memory" / "mlrp" / "alice", fake_v1 / "cpu" / "mlrp" / "alice"
+    assert cg.paths == [memory, cpu]
+    assert (memory / "memory.limit_in_bytes").read_text() == str(100 * MiB)
+    assert (cpu / "cpu.cfs_period_us").read_text() == "100000"
+    assert (cpu / "cpu.cfs_quota_us").read_text() == "50000"
+
+    cg.join(77)
+    assert [(p / "cgroup.procs").read_text() for p in cg.paths] == ["77", "77"]
+
+    (memory / "cgroup.procs").write_text("")
+    (cpu / "cgroup.procs").write_text("")
+    cg.remove()
+    assert not memory.exists() and not cpu.exists()
+
+
+def test_recreate_v1_lifts_limits_with_minus_one(fake_v1: Path) -> None:
+    ServerCgroup.create("alice", Limits(cpus=0.5, memory_bytes=MiB), root=fake_v1)
+    cg = ServerCgroup.create("alice", Limits(cpus=None, memory_bytes=None), root=fake_v1)
+
+    assert cg is not None
+    assert (cg.paths[0] / "memory.limit_in_bytes").read_text() == "-1"
+    assert (cg.paths[1] / "cpu.cfs_quota_us").read_text() == "-1"
+
+
+# --- real enforcement on this machine -----------------------------------------------------------
+
+REAL_ROOT = cgroups.DEFAULT_ROOT
+ALLOCATE_300_MB = "data = b'x' * (300 * 2**20); print('allocated', len(data))"
+SLEEP = "import time; time.sleep(120)"
+SPIN_ONE_SECOND = (
+    "import time\n"
+    "start = time.monotonic()\n"
+    "while time.monotonic() - start < 1.0:\n"
+    "    pass\n"
+    "print(time.process_time())\n"
+)
+
+
+def _real_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return f"needs root to create cgroups (running as uid {os.geteuid()})"
+    support = probe(REAL_ROOT)
+    if not support.enforced:
+        return f"cgroups not enforced on this machine: {support.detail}"
+    return None
+
+
+def _swap_on() -> bool:
+    with open("/proc/swaps") as f:
+        return len(f.read().splitlines()) > 1
+
+
+real = pytest.mark.skipif(_real_skip_reason() is not None, reason=str(_real_skip_reason()))
+
+Spawn = Callable[..., subprocess.Popen[str]]
+
+
+@pytest.fixture(scope="session")
+def real_parents() -> Iterator[None]:
+    """Remove the shared mlrp parent groups after the session, if this session made them."""
+    parents = [REAL_ROOT / c / cgroups.PARENT for c in cgroups.CONTROLLERS]
+    parents.append(REAL_ROOT / cgroups.PARENT)
+    existed = {p for p in parents if p.exists()}
+    yield
+    for parent in parents:
+        if parent.exists() and parent not in existed:
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass  # something else uses it now; not ours to remove
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def real_group(real_parents: None) -> Iterator[Callable[[Limits], ServerCgroup]]:
+    """Make real cgroups with unique names; kill our children and remove the groups after."""
+    made: list[ServerCgroup] = []
+
+    def make(limits: Limits) -> ServerCgroup:
+        cg = ServerCgroup.create(f"test-{os.getpid()}-{next(_counter)}", limits)
+        assert cg is not None
+        made.append(cg)
+        return cg
+
+    yield make
+    for cg in made:
+        cg.remove()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Spawn]:
+    """Popen a Python child; any still running at the end is killed, by its PID only."""
+    children: list[subprocess.Popen[str]] = []
+
+    def start(code: str, **kwargs: Any) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            **kwargs,
+        )
+        children.append(proc)
+        return proc
+
+    yield start
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def _group_file(cg: ServerCgroup, name: str) -> Path:
+    """The interface file ``name`` in whichever of the server's groups has it."""
+    for group in cg.paths:
+        if (group / name).exists():
+            return group / name
+    raise AssertionError(f"no {name} in {cg.paths}")
+
+
+def _stat(path: Path, key: str) -> int:
+    """One counter from a "key value" cgroup file such as cpu.stat or memory.events."""
+    for line in path.read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    raise AssertionError(f"no {key} in {path}")
+
+
+@real
+def test_real_limits_read_back(real_group: Callable[[Limits], ServerCgroup]) -> None:
+    cg = real_group(Limits(cpus=0.5, memory_bytes=100 * MiB))
+
+    if cg.kind == "v1":
+        assert _group_file(cg, "memory.limit_in_bytes").read_text().strip() == str(100 * MiB)
+        assert _group_file(cg, "cpu.cfs_period_us").read_text().strip() == "100000"
+        assert _group_file(cg, "cpu.cfs_quota_us").read_text().strip() == "50000"
+    else:
+        assert _group_file(cg, "memory.max").read_text().strip() == str(100 * MiB)
+        assert _group_file(cg, "cpu.max").read_text().strip() == "50000 100000"
+
+    # A hub restart re-creates the same group: limits are rewritten, not refused.
+    again = ServerCgroup.create(cg.name, Limits(cpus=2, memory_bytes=200 * MiB))
+    assert again is not None and again.paths == cg.paths
+    memory_file = "memory.limit_in_bytes" if cg.kind == "v1" else "memory.max"
+    assert _group_file(cg, memory_file).read_text().strip() == str(200 * MiB)
+
+
+@real
+def test_real_memory_limit_kills_what_runs_unconfined(
+    real_group: Callable[[Limits], ServerCgroup], spawn: Spawn
+) -> None:
+    if _swap_on():
+        pytest.skip("swap is on: with only a memory limit the child would swap, not die")
+    cg = real_group(Limits(cpus=None, memory_bytes=100 * MiB))
+
+    unconfined = spawn(ALLOCATE_300_MB)
+    out, err = unconfined.communicate(timeout=60)
+    assert unconfined.returncode == 0, err
+    assert out.strip() == f"allocated {300 * MiB}"
+
+    confined = spawn(ALLOCATE_300_MB, preexec_fn=cg.preexec_join())
+    out, _ = confined.communicate(timeout=60)
+    assert confined.returncode == -9  # SIGKILL from the cgroup's OOM killer
+    assert out == ""
+    events = "memory.oom_control" if cg.kind == "v1" else "memory.events"
+    assert _stat(_group_file(cg, events), "oom_kill") >= 1
+
+
+@real
+def test_real_cpu_quota_throttles(
+    real_group: Callable[[Limits], ServerCgroup], spawn: Spawn
+) -> None:
+    cg = real_group(Limits(cpus=0.5, memory_bytes=None))
+
+    proc = spawn(SPIN_ONE_SECOND, preexec_fn=cg.preexec_join())
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, err
+    assert _stat(_group_file(cg, "cpu.stat"), "nr_throttled") > 0
+    # Half a CPU for one second of wall time: about 0.5 s of CPU, never the full second.
+    assert float(out) < 0.8
+
+
+@real
+def test_real_pids_and_remove(
+    real_group: Callable[[Limits], ServerCgroup], spawn: Spawn, caplog: Any
+) -> None:
+    cg = real_group(Limits(cpus=1, memory_bytes=256 * MiB))
+    proc = spawn(SLEEP, preexec_fn=cg.preexec_join())
+
+    assert proc.pid in cg.pids()
+    membership = Path(f"/proc/{proc.pid}/cgroup").read_text()
+    assert f"/mlrp/{cg.name}\n" in membership
+
+    with caplog.at_level(logging.WARNING, logger="spawners.cgroups"):
+        cg.remove()  # busy: logged and left, not raised
+    assert all(p.is_dir() for p in cg.paths)
+    assert "still has processes" in caplog.text
+
+    proc.kill()
+    proc.communicate()
+    assert cg.pids() == []
+    cg.remove()
+    assert not any(p.exists() for p in cg.paths)
