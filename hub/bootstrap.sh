@@ -48,15 +48,19 @@ if [ ! -x "$VENV/bin/python" ]; then
   /usr/bin/python3 -m venv "$VENV"
 fi
 
+# pip runs only when pyproject.toml or this script changed, or the test extras are wanted and
+# missing. (An install with test extras also serves `up`.)
 EXTRAS=""
 [ "$MODE" = test ] && EXTRAS="[test]"
 STAMP=$VENV/.mlrp-stamp
-want="$(cat "$REPO/pyproject.toml" "$REPO/hub/bootstrap.sh" | sha256sum | cut -c1-16)$EXTRAS:$REPO"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
+base="$(cat "$REPO/pyproject.toml" "$REPO/hub/bootstrap.sh" | sha256sum | cut -c1-16):$REPO"
+have=$(cat "$STAMP" 2>/dev/null || true)
+if [ "$have" != "$base[test]" ] && [ "$have" != "$base$EXTRAS" ]; then
   say "installing mlrp$EXTRAS and its dependencies into $VENV (about 90 s the first time)"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e "$REPO$EXTRAS"
-  echo "$want" > "$STAMP"
+  quiet() { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
+  "$VENV/bin/pip" install -q --upgrade pip 2> >(quiet) >/dev/null
+  "$VENV/bin/pip" install -q -e "$REPO$EXTRAS" 2> >(quiet)
+  echo "$base$EXTRAS" > "$STAMP"
 fi
 
 if [ ! -x "$NODE_DIR/node_modules/.bin/configurable-http-proxy" ]; then

@@ -59,7 +59,14 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
         "images": {"default": {"env": str(VENV)}},
         "groups": {"staff": ["admin"], "students": ["alice", "bob"]},
         "profiles": [
-            {"slug": "cpu", "name": "CPU only", "gpus": 0, "cpus": 1, "memory": "2G"},
+            {
+                "slug": "cpu",
+                "name": "CPU only",
+                "gpus": 0,
+                "cpus": 1,
+                "memory": "2G",
+                "idle_timeout": 600,
+            },
             {
                 "slug": "gpu1",
                 "name": "1 GPU, PyTorch",
@@ -75,7 +82,7 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
                 "groups": ["staff"],
             },
         ],
-        "idle_culler": {"enabled": False},
+        "idle_culler": {"enabled": True, "timeout": 3600, "interval": 300},
     }
 
 
@@ -86,6 +93,7 @@ class Hub:
     proc: subprocess.Popen[bytes] | None = None
     admin_password: str = ""
     passwords: dict[str, str] = field(default_factory=dict)
+    run_as: str | None = None  # run `mlrp` as this Unix account instead of root
     _admin_token: str = ""
 
     @property
@@ -104,6 +112,13 @@ class Hub:
     def log_path(self) -> Path:
         return self.workdir / "hub.log"
 
+    def _as_user(self) -> dict[str, Any]:
+        if self.run_as is None:
+            return {}
+        pw = pwd.getpwnam(self.run_as)
+        env = dict(os.environ, HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": env}
+
     def mlrp(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(VENV / "bin" / "mlrp"), *args],
@@ -111,6 +126,7 @@ class Hub:
             capture_output=True,
             text=True,
             timeout=120,
+            **self._as_user(),
         )
 
     def write_config(self) -> None:
@@ -125,6 +141,7 @@ class Hub:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            **self._as_user(),
         )
         log.close()
         deadline = time.monotonic() + timeout
