@@ -78,6 +78,10 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
 
     c.JupyterHub.authenticator_class = NativeAuthenticator
     c.NativeAuthenticator.records = records
+    c.NativeAuthenticator.min_password_length = cfg.login.min_password_length
+    c.JupyterHub.template_paths = [
+        str(Path(__file__).resolve().parent.parent / "hub" / "templates")
+    ]
     c.Authenticator.admin_users = set(cfg.login.admin_users)
     c.JupyterHub.load_groups = {g: {"users": list(m)} for g, m in cfg.groups.items()}
 

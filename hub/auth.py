@@ -11,7 +11,7 @@ from typing import Any
 
 from jupyterhub.auth import Authenticator
 from traitlets import Any as AnyTrait
-from traitlets import default
+from traitlets import Integer, default
 
 from hub import accounts
 
@@ -23,6 +23,15 @@ class NativeAuthenticator(Authenticator):
         config=True,
         help="hub.storage.SQLRecords with the login accounts; set by config/jupyterhub_config.py",
     )
+
+    min_password_length = Integer(
+        10, config=True, help="Shortest password `mlrp user` and /hub/change-password accept."
+    )
+
+    def get_handlers(self, app: Any) -> list[tuple[str, Any]]:
+        from hub.password_page import ChangePasswordHandler
+
+        return [*super().get_handlers(app), ("/change-password", ChangePasswordHandler)]
 
     @default("allow_all")
     def _allow_all(self) -> bool:

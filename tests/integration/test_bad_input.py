@@ -176,3 +176,35 @@ def test_progress_events_tell_what_happens(hub: Hub, mallory: requests.Session) 
     while "mallory/" in hub.leases().values() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "mallory/" not in hub.leases().values()
+
+
+def test_change_password_page(hub: Hub) -> None:
+    hub.add_user("pat")
+    old = hub.passwords["pat"]
+    s = hub.login_session("pat", old)
+    url = f"{hub.url}/hub/change-password"
+    page = s.get(url)
+    assert page.status_code == 200 and 'name="current"' in page.text
+    assert "change-password" in s.get(f"{hub.url}/hub/home").text, "linked from the nav bar"
+    xsrf = s.cookies.get("_xsrf", "")
+    cases = [
+        ({"current": "wrong-password", "new": "n" * 12, "confirm": "n" * 12}, "not correct"),
+        ({"current": old, "new": "n" * 12, "confirm": "m" * 12}, "differ"),
+        ({"current": old, "new": "short", "confirm": "short"}, "at least 10 characters"),
+    ]
+    for data, expected in cases:
+        r = s.post(url, data={**data, "_xsrf": xsrf})
+        assert r.status_code == 400 and expected in r.text, (data, r.text[:300])
+    hub.login_session("pat", old)  # nothing changed by the refused attempts
+    new = "a-new-password-123"
+    r = s.post(url, data={"current": old, "new": new, "confirm": new, "_xsrf": xsrf})
+    assert r.status_code == 200 and "was changed" in r.text
+    hub.login_session("pat", new)
+    fail = requests.Session()
+    fail.get(f"{hub.url}/hub/login")
+    r = fail.post(
+        f"{hub.url}/hub/login",
+        data={"username": "pat", "password": old, "_xsrf": fail.cookies.get("_xsrf", "")},
+        allow_redirects=False,
+    )
+    assert r.status_code == 403, "the old password no longer works"
