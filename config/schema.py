@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -58,6 +59,15 @@ def parse_memory(value: str | int) -> int:
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bools_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML's yes/no/on/off are booleans; pydantic would quietly read them as 1 and 0."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and field.annotation is not bool:
+            raise ValueError(f"true/false is not allowed here; got {v}")
+        return v
 
 
 class HubSection(_Strict):
@@ -173,11 +183,11 @@ class ProfileSection(_Strict):
             )
         return v
 
-    @field_validator("memory")
+    @field_validator("memory", mode="before")
     @classmethod
-    def _memory(cls, v: str | int | None) -> str | int | None:
+    def _memory(cls, v: Any) -> Any:
         if v is not None:
-            parse_memory(v)
+            parse_memory(v)  # before pydantic turns `true` into 1
         return v
 
     @property
@@ -226,7 +236,7 @@ class MLRPConfig(_Strict):
                     known = ", ".join(sorted(self.groups)) or "none"
                     problems.append(f"{where}.groups: no group {g!r}; groups defined: {known}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))
         return self
 
 
@@ -252,7 +262,7 @@ def _problems(err: ValidationError) -> list[str]:
         elif e["type"] == "string_pattern_mismatch":
             pattern = (e.get("ctx") or {}).get("pattern", "")
             msg = f"{e['input']!r} is not allowed here (must match {pattern})"
-        lines = msg.split("; ") if not e["loc"] else [f"{where}: {msg}"]
+        lines = msg.split("\n") if not e["loc"] else [f"{where}: {msg}"]
         problems.extend(line for line in lines if line not in problems)
     return problems
 

@@ -18,7 +18,7 @@ class AccountInputError(ValueError):
 
 
 def check_username(name: str) -> str:
-    if not USERNAME_RE.match(name):
+    if not USERNAME_RE.fullmatch(name):
         raise AccountInputError(
             f"{name!r} is not a valid user name: use 1-64 lowercase letters, digits, '.', '_' "
             "or '-', starting with a letter or digit."

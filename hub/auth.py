@@ -41,7 +41,7 @@ class NativeAuthenticator(Authenticator):
     async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
         name = self.normalize_username(str(data.get("username", "")))
         password = str(data.get("password", ""))
-        if not name or not password or not accounts.USERNAME_RE.match(name):
+        if not name or not password or not accounts.USERNAME_RE.fullmatch(name):
             return None
         ok = await asyncio.get_running_loop().run_in_executor(
             None, accounts.check_login, self.records, name, password

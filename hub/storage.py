@@ -25,6 +25,7 @@ from spawners.records import AccountClash, Event, Lease
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 EVENTS_KEPT_PER_OWNER = 200
+LEASE_ATTEMPTS = 5
 
 
 def now() -> datetime:
@@ -82,6 +83,16 @@ class SQLRecords:
     def lease_gpus(self, owner: str, node: str, candidates: list[str], count: int) -> list[str]:
         if count <= 0:
             return []
+        # Another process may take a device between our read and insert; the unique constraint
+        # refuses the insert and we look again, so a free GPU is never reported busy.
+        for _ in range(LEASE_ATTEMPTS):
+            try:
+                return self._try_lease(owner, node, candidates, count)
+            except IntegrityError:
+                continue
+        return []
+
+    def _try_lease(self, owner: str, node: str, candidates: list[str], count: int) -> list[str]:
         with self.session() as s, s.begin():
             taken = set(s.scalars(select(GPULease.device).where(GPULease.node == node)))
             free = [d for d in candidates if d not in taken]
@@ -90,12 +101,6 @@ class SQLRecords:
             chosen = free[:count]
             for device in chosen:
                 s.add(GPULease(node=node, device=device, owner=owner, since=now()))
-            try:
-                s.flush()
-            except IntegrityError:
-                # Another process took one of them between our read and write.
-                s.rollback()
-                return []
         return chosen
 
     def release_gpus(self, owner: str) -> list[str]:
@@ -163,6 +168,13 @@ class SQLRecords:
 
     def claim_unix_account(self, hub_user: str, unix_name: str) -> None:
         with self.session() as s, s.begin():
+            mine = s.get(UnixAccount, hub_user)
+            if mine is not None and mine.unix_name != unix_name:
+                raise AccountClash(
+                    f"hub user {hub_user!r} already runs as Unix account {mine.unix_name}, not "
+                    f"{unix_name} (did accounts.prefix change?). Put accounts.prefix back, or "
+                    "delete the row for this user from unix_accounts to give them a new account."
+                )
             holder = s.scalars(
                 select(UnixAccount.hub_user).where(UnixAccount.unix_name == unix_name)
             ).first()

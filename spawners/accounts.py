@@ -32,7 +32,7 @@ _useradd_lock = asyncio.Lock()  # useradd locks /etc/passwd; concurrent calls fa
 
 
 def unix_name_for(hub_user: str, prefix: str = "mlrp-") -> str:
-    if SIMPLE_NAME.match(hub_user):
+    if SIMPLE_NAME.fullmatch(hub_user):
         return prefix + hub_user
     digest = hashlib.sha256(hub_user.encode("utf-8")).digest()
     tag = base64.b32encode(digest).decode("ascii").lower()[:16]

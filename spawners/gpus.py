@@ -81,7 +81,7 @@ def load_inventory(source: str, devices: Iterable[str]) -> Inventory:
         return Inventory(tuple(found), "nvml")
     if source == "nvml":
         raise GPUSourceError(
-            "gpus.source is 'nvml' but NVML is not available on this node: install the NVIDIA "
+            "'nvml' is required but NVML is not available on this node: install the NVIDIA "
             "driver (nvidia-smi must work), or set gpus.source to 'config' and list gpus.devices."
         )
     return Inventory(configured, "config" if configured else "none")

@@ -8,6 +8,7 @@ is used other than to pick among values the admin configured.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,8 +90,8 @@ def _as_int(value: Any, key: str) -> int:
         raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit() and len(value) < 6:
-        return int(value.strip())
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,5}\s*", value):
+        return int(value)
     raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
 
 

@@ -1,0 +1,373 @@
+"""The deployment YAML: the example is valid, and every kind of broken file is refused with exit 2,
+a message that names the key path and what is allowed, and no traceback.
+
+The CLI runs as a real subprocess (`mlrp config check FILE`), the way an admin runs it; `parse()`
+is also called directly for the same mistakes, and for a few the files do not cover.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from config.render import node_inventory
+from config.schema import ConfigError, MLRPConfig, load, parse
+from spawners.gpus import discover_nvml
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[2]
+MLRP = "/opt/mlrp/venv/bin/mlrp"
+EXAMPLE = REPO / "config" / "examples" / "single-node.yaml"
+BAD = Path(__file__).parent / "bad_configs"
+SLUG_RULE = "(must match ^[a-z0-9][a-z0-9-]{0,39}$)"
+GPUS_RULE = (
+    "must be a whole number of GPUs from 0 to 64, "
+    "or a mapping such as {choices: [1, 2], default: 1}"
+)
+
+NVML_PRESENT = discover_nvml() is not None
+needs_no_nvml = pytest.mark.skipif(NVML_PRESENT, reason="NVML present")
+
+# Every file in bad_configs/ and the lines its check must print (key path + what is allowed).
+EXPECTED: dict[str, list[str]] = {
+    "yaml_syntax_error.yaml": ["line 4, column 6: mapping values are not allowed here"],
+    "top_level_list.yaml": ["(top level): must be a mapping of sections (hub, profiles…)"],
+    "unknown_top_level_key.yaml": ["profile: unknown key (check the spelling;"],
+    "unknown_profile_key.yaml": ["profiles[1].gpu: unknown key (check the spelling;"],
+    "port_wrong_type.yaml": ["hub.port: Input should be a valid integer"],
+    "port_out_of_range.yaml": ["hub.port: Input should be less than or equal to 65535"],
+    "gpus_negative.yaml": [f"profiles[0].gpus: {GPUS_RULE}; got -1"],
+    "gpus_too_many.yaml": [f"profiles[0].gpus: {GPUS_RULE}; got 1000"],
+    "gpus_word.yaml": [f"profiles[0].gpus: {GPUS_RULE}; got 'one'"],
+    "gpus_default_not_in_choices.yaml": [
+        "profiles[0].gpus: default 4 is not one of choices [1, 2]"
+    ],
+    "missing_image.yaml": [
+        "profiles[0] (cpu).image: no image 'pytorch'",
+        "images defined: default",
+    ],
+    "missing_group.yaml": [
+        "profiles[0] (cpu).groups: no group 'staff'",
+        "groups defined: students",
+    ],
+    "duplicate_slugs.yaml": ["profiles[1] (cpu).slug: 'cpu' is used by two profiles"],
+    "slug_shell.yaml": [f"profiles[0].slug: 'a; rm -rf /' is not allowed here {SLUG_RULE}"],
+    "slug_template.yaml": [f"profiles[0].slug: '{{{{7*7}}}}' is not allowed here {SLUG_RULE}"],
+    "memory_words.yaml": [
+        "profiles[0].memory: memory must be a size such as 4G or 512M; got 'lots'"
+    ],
+    "empty_profiles.yaml": ["profiles: List should have at least 1 item"],
+    "more_gpus_than_devices.yaml": [
+        "profiles[1] (gpu4).gpus: asks for up to 4 GPU(s) but this node has 2 (from gpus.devices)",
+        "lower it to 2 or fewer",
+    ],
+    "nvml_required.yaml": ["gpus.source:", "NVML is not available on this node"],
+    "accounts_prefix.yaml": [
+        "accounts.prefix: 'Root_' is not allowed here (must match ^[a-z][a-z0-9]{0,7}-$)"
+    ],
+    "devices_twice.yaml": ["gpus.devices: each GPU may be listed only once"],
+}
+NEEDS_NO_NVML = {"nvml_required.yaml"}
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MLRP, "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def problems_of(data: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse(data, "test.yaml")
+    return info.value.problems
+
+
+def cpu(**extra: Any) -> dict[str, Any]:
+    return {"slug": "cpu", "name": "CPU only", **extra}
+
+
+# --- the example -------------------------------------------------------------------------------
+
+
+def test_example_is_valid_and_check_names_its_profiles() -> None:
+    result = check(EXAMPLE)
+    assert result.returncode == 0, result.stderr
+    assert "valid. 1 profile(s): cpu" in result.stdout
+    assert result.stderr == ""
+
+
+def test_example_documents_the_defaults() -> None:
+    """The example says it shows every key "with its default unless noted"."""
+    from_file = load(EXAMPLE)
+    defaults = parse({"profiles": [cpu()]})
+    for section in ("hub", "login", "accounts", "gpus", "idle_culler"):
+        assert getattr(from_file, section) == getattr(defaults, section), section
+
+
+def test_examples_commented_profiles_are_valid_when_uncommented(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text().splitlines()
+    uncommented = [re.sub(r"^  # ( |-)", r"  \1", line) for line in lines]
+    assert uncommented != lines
+    data = yaml.safe_load("\n".join(uncommented))
+    assert [p["slug"] for p in data["profiles"]] == ["cpu", "gpu1", "multi-gpu"]
+    data["gpus"] = {"source": "config", "devices": [0, 1, 2, 3]}
+    cfg = parse(data)
+    assert node_inventory(cfg).ids == ["0", "1", "2", "3"]
+    assert cfg.profiles[2].gpu_choices == [2, 4]
+
+
+# --- broken files through the CLI --------------------------------------------------------------
+
+
+def test_every_bad_config_file_has_an_expectation() -> None:
+    assert sorted(p.name for p in BAD.glob("*.yaml")) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=needs_no_nvml) if name in NEEDS_NO_NVML else name
+        for name in sorted(EXPECTED)
+    ],
+)
+def test_bad_config_is_refused_with_a_message_naming_the_key(name: str) -> None:
+    path = BAD / name
+    result = check(path)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert f"{path} is not a valid MLRP configuration:" in result.stderr
+    for expected in EXPECTED[name]:
+        assert expected in result.stderr, result.stderr
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    result = check(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{path} is not a valid MLRP configuration:\n  - file not found" in result.stderr
+
+
+def test_directory_instead_of_file_is_refused(tmp_path: Path) -> None:
+    result = check(tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "cannot read" in result.stderr
+
+
+def test_empty_file_asks_for_profiles(tmp_path: Path) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text("# nothing yet\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert "profiles: required key is missing" in result.stderr
+
+
+def test_python_object_tags_are_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"hub: !!python/object/apply:os.system ['touch {marker}']\nprofiles: []\n")
+    result = check(path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "line 1, column 6" in result.stderr
+    assert not marker.exists()
+
+
+# --- the same mistakes through parse() ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ([1, 2], "(top level): must be a mapping of sections (hub, profiles…)"),
+        ("profiles", "(top level): must be a mapping"),
+        ({"profiles": [cpu()], "hubb": {}}, "hubb: unknown key"),
+        ({"profiles": [cpu(gpu=1)]}, "profiles[0].gpu: unknown key"),
+        ({"profiles": [cpu(gpus={"choices": [1], "dflt": 1})]}, "profiles[0].gpus.dflt: unknown"),
+        ({"profiles": [cpu()], "hub": {"port": "eighty"}}, "hub.port: Input should be a valid int"),
+        ({"profiles": [cpu()], "hub": {"port": 0}}, "hub.port: Input should be greater than or"),
+        ({"profiles": [cpu()], "hub": {"port": 65536}}, "hub.port: Input should be less than or"),
+        ({"profiles": [cpu()], "hub": "x"}, "hub: Input should be a valid dictionary"),
+        ({"profiles": [cpu(gpus=-1)]}, f"profiles[0].gpus: {GPUS_RULE}; got -1"),
+        ({"profiles": [cpu(gpus=1000)]}, f"profiles[0].gpus: {GPUS_RULE}; got 1000"),
+        ({"profiles": [cpu(gpus="one")]}, f"profiles[0].gpus: {GPUS_RULE}; got 'one'"),
+        ({"profiles": [cpu(gpus=True)]}, f"profiles[0].gpus: {GPUS_RULE}; got True"),
+        ({"profiles": [cpu(gpus=1.5)]}, f"profiles[0].gpus: {GPUS_RULE}; got 1.5"),
+        ({"profiles": [cpu(gpus=None)]}, f"profiles[0].gpus: {GPUS_RULE}; got None"),
+        (
+            {"profiles": [cpu(gpus={"choices": [1, 2], "default": 3})]},
+            "profiles[0].gpus: default 3 is not one of choices [1, 2]",
+        ),
+        (
+            {"profiles": [cpu(gpus={"choices": [1, -2]})]},
+            "profiles[0].gpus.choices[1]: Input should be greater than or equal to 0",
+        ),
+        (
+            {"profiles": [cpu(gpus={"choices": []})]},
+            "profiles[0].gpus.choices: List should have at least 1 item",
+        ),
+        ({"profiles": [cpu(image="pytorch")]}, "profiles[0] (cpu).image: no image 'pytorch'"),
+        ({"profiles": [cpu(groups=["staff"])]}, "profiles[0] (cpu).groups: no group 'staff'"),
+        (
+            {"profiles": [cpu(), cpu(name="again")]},
+            "profiles[1] (cpu).slug: 'cpu' is used by two profiles",
+        ),
+        ({"profiles": [cpu(slug="a; rm -rf /")]}, "profiles[0].slug: 'a; rm -rf /' is not allowed"),
+        ({"profiles": [cpu(slug="{{7*7}}")]}, "profiles[0].slug: '{{7*7}}' is not allowed here"),
+        ({"profiles": [cpu(slug="$(id)")]}, "profiles[0].slug: '$(id)' is not allowed here"),
+        ({"profiles": [cpu(slug="cpu\n")]}, "profiles[0].slug: 'cpu\\n' is not allowed here"),
+        ({"profiles": [cpu(slug="CPU")]}, "profiles[0].slug: 'CPU' is not allowed here"),
+        ({"profiles": [cpu(slug="x" * 41)]}, "profiles[0].slug:"),
+        ({"profiles": [cpu(name="")]}, "profiles[0].name: String should have at least 1"),
+        ({"profiles": [cpu(memory="lots")]}, "profiles[0].memory: memory must be a size such as"),
+        ({"profiles": [cpu(memory="0G")]}, "profiles[0].memory: memory must be positive"),
+        ({"profiles": [cpu(memory=-5)]}, "profiles[0].memory: memory must be positive"),
+        ({"profiles": [cpu(cpus=0)]}, "profiles[0].cpus: Input should be greater than 0"),
+        ({"profiles": [cpu(idle_timeout=5)]}, "profiles[0].idle_timeout: Input should be greater"),
+        ({"profiles": [cpu(backend="slurm")]}, "profiles[0].backend: Input should be 'local'"),
+        ({"profiles": []}, "profiles: List should have at least 1 item"),
+        ({}, "profiles: required key is missing"),
+        (None, "profiles: required key is missing"),
+        ({"profiles": {"slug": "cpu"}}, "profiles: Input should be a valid list"),
+        ({"profiles": ["cpu"]}, "profiles[0]: Input should be a valid dictionary"),
+        ({"profiles": [cpu()], "accounts": {"prefix": "Root_"}}, "accounts.prefix: 'Root_' is not"),
+        ({"profiles": [cpu()], "accounts": {"prefix": "mlrp"}}, "accounts.prefix: 'mlrp' is not"),
+        (
+            {"profiles": [cpu()], "accounts": {"prefix": "a/../"}},
+            "accounts.prefix: 'a/../' is not",
+        ),
+        (
+            {"profiles": [cpu()], "gpus": {"source": "config", "devices": [0, 1, 1]}},
+            "gpus.devices: each GPU may be listed only once",
+        ),
+        (
+            {"profiles": [cpu()], "gpus": {"source": "config", "devices": [0, "0"]}},
+            "gpus.devices: each GPU may be listed only once",
+        ),
+        (
+            {"profiles": [cpu()], "gpus": {"devices": ["0,1"]}},
+            "gpus.devices[0]: '0,1' is not allowed here",
+        ),
+        ({"profiles": [cpu()], "gpus": {"source": "cuda"}}, "gpus.source: Input should be 'auto',"),
+        ({"profiles": [cpu()], "login": {"kind": "oauth"}}, "login.kind: Input should be 'native'"),
+        (
+            {"profiles": [cpu()], "login": {"admin_users": ["Bad Name"]}},
+            "login.admin_users[0]: 'Bad Name' is not allowed here",
+        ),
+        (
+            {"profiles": [cpu()], "login": {"min_password_length": 4}},
+            "login.min_password_length: Input should be greater than or equal to 8",
+        ),
+        ({"profiles": [cpu()], "images": {"Py Torch": {}}}, "'Py Torch' is not allowed here"),
+        ({"profiles": [cpu()], "groups": {"a b": []}}, "'a b' is not allowed here"),
+    ],
+)
+def test_parse_names_the_key_and_the_rule(data: Any, expected: str) -> None:
+    problems = problems_of(data)
+    assert any(expected in p for p in problems), problems
+
+
+def test_config_error_lists_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(
+            {"hub": {"port": "eighty"}, "profiles": [cpu(gpus=-1), cpu(slug="x y")]},
+            "site.yaml",
+        )
+    problems = info.value.problems
+    assert len(problems) == 3, problems
+    assert [p.split(":")[0] for p in problems] == [
+        "hub.port",
+        "profiles[0].gpus",
+        "profiles[1].slug",
+    ]
+    text = str(info.value)
+    assert text.startswith("site.yaml is not a valid MLRP configuration:\n  - hub.port: ")
+    assert text.count("\n  - ") == 3
+
+
+def test_valid_config_round_trips_types() -> None:
+    cfg = parse(
+        {
+            "gpus": {"source": "config", "devices": [0, "GPU-abc"]},
+            "groups": {"staff": ["admin"]},
+            "profiles": [
+                cpu(memory="1.5G", cpus=2),
+                {"slug": "gpu", "name": "GPU", "gpus": {"choices": [1, 2]}, "groups": ["staff"]},
+            ],
+        }
+    )
+    assert isinstance(cfg, MLRPConfig)
+    assert cfg.gpus.devices == ["0", "GPU-abc"]
+    assert cfg.profiles[0].memory_bytes == int(1.5 * 1024**3)
+    assert cfg.profiles[1].gpu_choices == [1, 2]
+
+
+def test_inventory_check_says_how_many_gpus_the_node_has() -> None:
+    cfg = parse(
+        {
+            "gpus": {"source": "config", "devices": [0, 1]},
+            "profiles": [cpu(), {"slug": "big", "name": "Big", "gpus": {"choices": [1, 4]}}],
+        }
+    )
+    with pytest.raises(ConfigError) as info:
+        node_inventory(cfg, "site.yaml")
+    assert info.value.problems == [
+        "profiles[1] (big).gpus: asks for up to 4 GPU(s) but this node has 2 (from "
+        "gpus.devices); lower it to 2 or fewer, or list devices under gpus.devices"
+    ]
+
+
+def test_inventory_from_config_devices() -> None:
+    cfg = parse(
+        {
+            "gpus": {"source": "config", "devices": [0, 1]},
+            "profiles": [cpu(), {"slug": "two", "name": "Two", "gpus": 2}],
+        }
+    )
+    inv = node_inventory(cfg)
+    assert (inv.source, inv.ids) == ("config", ["0", "1"])
+
+
+@needs_no_nvml
+def test_nvml_source_without_nvml_is_a_config_error() -> None:
+    cfg = parse({"gpus": {"source": "nvml"}, "profiles": [cpu()]})
+    with pytest.raises(ConfigError) as info:
+        node_inventory(cfg, "site.yaml")
+    (problem,) = info.value.problems
+    assert problem.startswith("gpus.source: ")
+    assert "NVML is not available on this node" in problem
+    assert "gpus.devices" in problem  # says what to do instead
+
+
+@needs_no_nvml
+def test_auto_source_without_nvml_and_gpu_profile_is_refused() -> None:
+    cfg = parse({"profiles": [cpu(), {"slug": "g", "name": "G", "gpus": 1}]})
+    with pytest.raises(ConfigError) as info:
+        node_inventory(cfg)
+    assert "this node has 0" in info.value.problems[0]
+
+
+# --- product bugs (see the report) -------------------------------------------------------------
+
+
+def test_every_problem_line_names_its_key_path() -> None:
+    problems = problems_of({"profiles": [cpu(image="pytorch"), cpu(slug="b", image="pytorch")]})
+    assert all(re.match(r"^profiles\[\d+\]", p) for p in problems), problems
+    assert len(problems) == 2, problems
+
+
+def test_memory_true_is_refused() -> None:
+    problems = problems_of({"profiles": [cpu(memory=True)]})
+    assert any(p.startswith("profiles[0].memory:") for p in problems), problems

@@ -1,0 +1,174 @@
+"""The spawn form: only the caller's profiles, live GPU capacity, the last failure, and every value
+escaped (the form is HTML inside JupyterHub's page)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pytest
+
+from hub.form import human_bytes, human_seconds, render_form
+from spawners.backends.base import Capacity
+from spawners.profiles import Profile
+from spawners.records import Event
+
+pytestmark = pytest.mark.unit
+
+GiB = 1024**3
+CPU = Profile(
+    slug="cpu",
+    name="CPU only",
+    backend="local",
+    image="default",
+    image_env="/v",
+    description="JupyterLab without a GPU.",
+    cpus=2,
+    memory_bytes=4 * GiB,
+    idle_timeout=3600,
+)
+GPU1 = Profile(
+    slug="gpu1",
+    name="One GPU",
+    backend="local",
+    image="default",
+    image_env="/v",
+    gpu_choices=(1,),
+    default_gpus=1,
+)
+MULTI = Profile(
+    slug="multi",
+    name="Several GPUs",
+    backend="local",
+    image="default",
+    image_env="/v",
+    gpu_choices=(2, 4),
+    default_gpus=4,
+    groups=("staff",),
+)
+SCRIPT = "<script>alert(1)</script>"
+ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+@dataclass
+class FakeSpawner:
+    """What render_form reads of MLRPSpawner."""
+
+    profiles: list[Profile]
+    cap: Capacity = Capacity(4, 3, True, "cgroup v2")
+    failure: Event | None = None
+    asked: list[str] = field(default_factory=list)
+
+    def visible_profiles(self) -> list[Profile]:
+        return self.profiles
+
+    def capacity(self, profile: Profile) -> Capacity:
+        self.asked.append(profile.slug)
+        return self.cap
+
+    def last_failure(self) -> Event | None:
+        return self.failure
+
+
+def render(spawner: FakeSpawner) -> str:
+    return render_form(spawner)  # type: ignore[arg-type]
+
+
+def radio_values(html: str) -> list[str]:
+    return re.findall(r'type="radio" name="profile" value="([^"]*)"', html)
+
+
+def test_only_visible_profiles_are_offered() -> None:
+    spawner = FakeSpawner([CPU, GPU1])
+    html = render(spawner)
+    assert radio_values(html) == ["cpu", "gpu1"]
+    assert "Several GPUs" not in html and "multi" not in html
+    assert spawner.asked == ["cpu", "gpu1"]
+    assert re.search(r'value="cpu"\s+id="profile-cpu"\s+checked', html)
+
+
+def test_free_and_total_gpus() -> None:
+    html = render(FakeSpawner([CPU, GPU1], cap=Capacity(4, 3, True, "")))
+    assert "GPUs on this server: 3 free of 4." in html
+    assert "GPUs: 1 (3 free now)" in html
+    assert "No GPU" in html
+    assert "Not enough free GPUs" not in html
+
+
+def test_gpu_choices_become_a_select_with_the_default() -> None:
+    html = render(FakeSpawner([MULTI]))
+    select = re.search(r'<select name="gpus-multi".*?</select>', html, re.S)
+    assert select is not None
+    assert re.findall(r'<option value="(\d+)"', select.group(0)) == ["2", "4"]
+    assert re.search(r'<option value="4"\s+selected>', select.group(0))
+    assert "gpus-" not in render(FakeSpawner([GPU1]))  # one choice: nothing to pick
+
+
+def test_profile_that_does_not_fit_is_marked() -> None:
+    html = render(FakeSpawner([CPU, MULTI], cap=Capacity(4, 1, True, "")))
+    assert "Not enough free GPUs right now (1 of 4 free)." in html
+    assert html.count('data-unavailable="1"') == 1
+
+
+def test_resources_are_shown_in_units() -> None:
+    html = render(FakeSpawner([CPU]))
+    assert "2 CPUs" in html and "4 GiB memory" in html and "stops after 1 h idle" in html
+    assert "(advisory)" not in html
+    assert "advisory on this server" not in html
+
+
+def test_advisory_limits_are_labelled() -> None:
+    html = render(FakeSpawner([CPU, GPU1], cap=Capacity(0, 0, False, "no cgroup v2 here")))
+    assert "CPU and memory limits are advisory on this server (no cgroup v2 here)." in html
+    assert html.count("(advisory)") == 1  # only the profile with CPU/memory limits
+
+
+def test_last_failure_is_shown() -> None:
+    failure = Event(
+        "alice/", "s1", datetime(2024, 5, 6, 7, 8), 50, "All 4 GPUs are in use.", failed=True
+    )
+    html = render(FakeSpawner([CPU], failure=failure))
+    assert 'id="mlrp-last-failure"' in html
+    assert "Your last start (2024-05-06 07:08 UTC) failed:" in html
+    assert "All 4 GPUs are in use." in html
+    assert "mlrp-last-failure" not in render(FakeSpawner([CPU]))
+
+
+def test_no_profiles() -> None:
+    html = render(FakeSpawner([]))
+    assert "No profile is available to you" in html
+    assert radio_values(html) == []
+
+
+def test_hostile_text_is_escaped() -> None:
+    hostile = Profile(
+        slug='x" onmouseover="alert(1)',
+        name=SCRIPT,
+        backend="local",
+        image="default",
+        image_env="/v",
+        description=f"{SCRIPT} & {{{{7*7}}}}",
+    )
+    failure = Event("alice/", "s1", datetime(2024, 1, 1), 50, f"boom {SCRIPT}", failed=True)
+    html = render(FakeSpawner([hostile], cap=Capacity(0, 0, False, SCRIPT), failure=failure))
+    assert "<script" not in html
+    assert 'onmouseover="' not in html
+    assert html.count(ESCAPED) == 4  # name, description, limits note, failure
+    assert f"boom {ESCAPED}" in html
+    assert f"{ESCAPED} &amp; {{{{7*7}}}}" in html  # not rendered as a template either
+    assert "49" not in html
+    assert "x&#34; onmouseover=&#34;alert(1)" in html
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(None, ""), (0, ""), (512, "512 B"), (512 * 1024**2, "512 MiB"), (int(1.5 * GiB), "1.5 GiB")],
+)
+def test_human_bytes(n: int | None, text: str) -> None:
+    assert human_bytes(n) == text
+
+
+@pytest.mark.parametrize(("s", "text"), [(None, ""), (90, "90 s"), (600, "10 min"), (7200, "2 h")])
+def test_human_seconds(s: int | None, text: str) -> None:
+    assert human_seconds(s) == text
