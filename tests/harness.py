@@ -10,6 +10,7 @@ import os
 import pwd
 import re
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -269,7 +270,8 @@ class Hub:
         with self.db() as c:
             return dict(c.execute("SELECT hub_user, unix_name FROM unix_accounts").fetchall())
 
-    def server_pid(self, name: str) -> int:
+    def placement_state(self, name: str) -> dict[str, Any]:
+        """What MLRPSpawner saved for the user's default server (pid, port, gpus…)."""
         with sqlite3.connect(self.data_dir / "jupyterhub.sqlite") as c:
             row = c.execute(
                 "SELECT spawners.state FROM spawners JOIN users ON users.id = spawners.user_id "
@@ -277,7 +279,13 @@ class Hub:
                 (name,),
             ).fetchone()
         state = json.loads(row[0]) if row and row[0] else {}
-        return int(state.get("mlrp", {}).get("placement", {}).get("pid", 0))
+        return dict(state.get("mlrp", {}).get("placement", {}))
+
+    def server_pid(self, name: str) -> int:
+        return int(self.placement_state(name).get("pid", 0))
+
+    def server_port(self, name: str) -> int:
+        return int(self.placement_state(name).get("port", 0))
 
     # -- teardown ------------------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -292,6 +300,8 @@ class Hub:
         self.stop()
         remove_accounts(self.config["accounts"]["prefix"])
         remove_cgroups(self.config["accounts"]["prefix"])
+        if not os.environ.get("MLRP_KEEP_TEST_DIRS"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def remove_cgroups(prefix: str) -> None:
