@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import NoReturn
 
@@ -44,6 +45,15 @@ def _records(cfg: MLRPConfig):  # type: ignore[no-untyped-def]
 
 
 # -- mlrp up --------------------------------------------------------------------------------
+def _wal(path: Path) -> None:
+    """JupyterHub's SQLite in WAL mode (persists in the file): its commits during a burst of
+    spawns stop blocking readers. Harmless to repeat; skipped for other databases."""
+    import sqlite3
+
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from hub import accounts
     from hub.reconcile import release_orphan_leases
@@ -61,6 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     released = release_orphan_leases(
         GPUAllocator(records, inventory), cfg.hub.data_dir / "jupyterhub.sqlite"
     )
+    _wal(cfg.hub.data_dir / "jupyterhub.sqlite")
     url = f"http://{cfg.hub.ip}:{cfg.hub.port}/"
     lines = [
         "",

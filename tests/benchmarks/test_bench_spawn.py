@@ -1,0 +1,526 @@
+"""Spawn benchmarks on a real hub: our local spawn against a bare `jupyterhub-singleuser` start.
+
+Prints numbers and ratios measured in the same run; nothing here passes or fails on timing. The
+tests do assert correctness: every server became ready, and after the stops no server, server
+process or GPU lease remains.
+
+1. Single spawn latency: request → ready of one user's server (profile ``cpu``), interleaved with
+   a bare start of the same program (`<venv>/bin/jupyterhub-singleuser`) as the same Unix
+   account, with the same arguments and environment as the hub gives it (copied from the
+   hub-started server's /proc/<pid>/environ; only the token and the port differ). The first
+   spawn of the user, which creates the Unix account, is reported apart as "cold".
+2. 20 users at once: 20 concurrent spawn requests, first cold (useradd in each spawn), then warm
+   (the same 20 again after stopping all), with the hub's CPU time.
+
+"Ready" for our spawn: the time from sending POST /hub/api/users/<u>/server until the hub reports
+the server ready. The POST itself returns 201 only once the spawn has finished and the proxy
+route is in place (JupyterHub waits up to its slow_spawn_timeout, 10 s, before answering 202);
+on 202 the benchmark reads the progress event stream (GET .../server/progress) until the event
+with "ready": true. "Ready" for the bare start: the first HTTP 200 from
+http://127.0.0.1:<port>/user/<u>/api, polled every 20 ms (the server answers it without auth).
+
+Run: pytest tests/benchmarks -q -s -p no:cacheprovider   (-s shows the tables). Results are
+also written as JSON to $MLRP_BENCH_OUT (default <tmp>/mlrp-bench-results/); the path is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from harness import VENV, Hub, base_config, free_port, run_prefix
+
+pytestmark = [
+    pytest.mark.benchmark,
+    pytest.mark.skipif(
+        os.geteuid() != 0,
+        reason="needs root: the hub creates Unix accounts and setuid()s to them",
+    ),
+]
+
+PROFILE = "cpu"
+REPEATS = int(os.environ.get("MLRP_BENCH_REPEATS", "5"))  # timed spawn/bare pairs
+CONCURRENT = int(os.environ.get("MLRP_BENCH_USERS", "20"))  # users spawning at once
+READY_POLL_S = 0.02
+OVERHEAD_TARGET = 0.15  # the issue's target: our spawn at most 15 % slower than a bare start
+SINGLEUSER = VENV / "bin" / "jupyterhub-singleuser"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+RESULTS_DIR = "mlrp-bench-results"
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def bench_hub() -> Iterator[Hub]:
+    workdir = Path(tempfile.mkdtemp(prefix="mlrp-bench-"))
+    workdir.chmod(0o755)
+    hub = Hub(workdir, base_config(workdir / "data", run_prefix()))
+    hub.config["hub"]["poll_interval"] = 10  # the product default, not the tests' 2 s
+    hub.config["hub"]["start_timeout"] = 180  # 20 JupyterLabs starting at once on 2 cores
+    try:
+        hub.start()
+        hub.admin_token()  # once, before any thread uses hub.api()
+        yield hub
+    finally:
+        hub.cleanup()
+
+
+@pytest.fixture(scope="module")
+def results(bench_hub: Hub) -> dict[str, Any]:
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "hub_workdir": str(bench_hub.workdir),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _save(hub: Hub, results: dict[str, Any]) -> None:
+    """Write the results beside the hub's files, and where they survive the hub's cleanup.
+
+    Hub.cleanup() removes the hub's work directory (unless MLRP_KEEP_TEST_DIRS is set), so the
+    lasting copy goes to $MLRP_BENCH_OUT (default: <tmp>/mlrp-bench-results/).
+    """
+    text = json.dumps(results, indent=2) + "\n"
+    (hub.workdir / "bench_spawn.json").write_text(text)
+    out = Path(os.environ.get("MLRP_BENCH_OUT") or Path(tempfile.gettempdir(), RESULTS_DIR))
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench_spawn-{results['started'].replace(':', '')}.json"
+    path.write_text(text)
+    print(f"results written to {path}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _add_users(hub: Hub, names: list[str]) -> None:
+    """Login account (mlrp user add) plus a first login, which creates the JupyterHub user."""
+
+    def add(name: str) -> None:
+        hub.add_user(name)
+        hub.login_session(name, hub.passwords[name])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(add, names))
+
+
+def _wait_ready_stream(hub: Hub, name: str, timeout: float) -> None:
+    """Read the spawn's progress event stream until the hub says ready (or failed)."""
+    with requests.get(
+        f"{hub.url}/hub/api/users/{name}/server/progress",
+        headers={"Authorization": f"token {hub.admin_token()}", "Accept": "text/event-stream"},
+        stream=True,
+        timeout=timeout,
+    ) as r:
+        assert r.status_code == 200, r.text
+        for line in r.iter_lines(decode_unicode=True):
+            if not line or not line.startswith("data:"):
+                continue
+            event = json.loads(line[len("data:") :])
+            if event.get("ready"):
+                return
+            if event.get("failed"):
+                raise AssertionError(f"spawn of {name} failed: {event}")
+    # The stream ended without a ready event: trust only the REST model then.
+    hub.wait_ready(name, timeout)
+
+
+@dataclass
+class Spawn:
+    """One spawn of ours: request → ready, where the time went, and the server's CPU."""
+
+    seconds: float
+    phases: dict[str, float]  # from the spawn's recorded progress events; {} if not found
+    server_cpu_s: float  # user+sys of the server process just after it was reported ready
+
+
+PHASES = (  # (label, from mark, to mark): marks are progress values, "post" and "ready"
+    ("request -> spawner start", "post", 0),
+    ("account, cgroup, Popen", 0, 50),
+    ("Popen -> port listening", 50, 90),
+    ("listening -> hub ready", 90, "ready"),
+)
+
+
+def _phases(hub: Hub, name: str, posted: float, ready: float) -> dict[str, float]:
+    """Split one spawn with the timestamps of its events (progress 0, 50, 90) in mlrp.sqlite."""
+    with closing(hub.db()) as c:
+        row = c.execute(
+            "SELECT spawn_id FROM spawn_events WHERE owner = ? ORDER BY id DESC LIMIT 1",
+            (f"{name}/",),
+        ).fetchone()
+        rows = (
+            c.execute(
+                "SELECT progress, at FROM spawn_events WHERE spawn_id = ? ORDER BY id", (row[0],)
+            ).fetchall()
+            if row
+            else []
+        )
+    marks: dict[int | str, float] = {"post": posted, "ready": ready}
+    for progress, at in rows:
+        stamp = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
+        marks.setdefault(int(progress), stamp)
+    if not all(a in marks and b in marks for _, a, b in PHASES):
+        return {}
+    return {label: marks[b] - marks[a] for label, a, b in PHASES}
+
+
+def _timed_spawn(hub: Hub, name: str, timeout: float = 180) -> Spawn:
+    """Time from sending the spawn request until the hub reports the server ready."""
+    posted = time.time()
+    t0 = time.perf_counter()
+    r = hub.api("POST", f"/users/{name}/server", json={"profile": PROFILE})
+    assert r.status_code in (201, 202), f"spawn of {name}: {r.status_code} {r.text}"
+    if r.status_code == 202:
+        _wait_ready_stream(hub, name, timeout)
+    elapsed = time.perf_counter() - t0
+    model = hub.api("GET", f"/users/{name}").json()
+    assert model["servers"][""]["ready"], f"server of {name} is not ready: {model}"
+    pid = hub.server_pid(name)
+    assert pid and _alive(pid), f"no live server process for {name}"
+    cpu = _cpu_times(pid)[0]
+    return Spawn(elapsed, _phases(hub, name, posted, posted + elapsed), cpu)
+
+
+def _proc_environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def _proc_args(pid: int) -> list[str]:
+    """Arguments after the jupyterhub-singleuser script (cmdline is `python script args...`)."""
+    argv = [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+    idx = next(i for i, a in enumerate(argv) if a.endswith("jupyterhub-singleuser"))
+    return argv[idx + 1 :]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(own user+sys, reaped children's user+sys) CPU seconds of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return (utime + stime) / CLK_TCK, (cutime + cstime) / CLK_TCK
+
+
+def _proxy_pid(hub: Hub) -> int:
+    try:
+        return int((hub.data_dir / "proxy.pid").read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+class BareServer:
+    """jupyterhub-singleuser started directly, as the account, with the hub's launch env."""
+
+    def __init__(self, hub: Hub, name: str, env: dict[str, str], args: list[str]) -> None:
+        self.hub, self.name, self.env, self.args = hub, name, env, args
+
+    def timed_start(self, timeout: float = 60) -> tuple[float, float]:
+        """(seconds from Popen to the first 200 of /api, the server's CPU seconds by then)."""
+        account = pwd.getpwnam(self.hub.unix_accounts()[self.name])
+        port = free_port()
+        token = self.hub.user_token(self.name)  # the server token dies with the hub's server
+        env = dict(self.env)
+        env.update(
+            JUPYTERHUB_API_TOKEN=token,
+            JPY_API_TOKEN=token,
+            JUPYTERHUB_SERVICE_URL=f"http://127.0.0.1:{port}/user/{self.name}/",
+        )
+        url = f"http://127.0.0.1:{port}/user/{self.name}/api"
+        log = (self.hub.workdir / f"bare-{self.name}.log").open("ab")
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [str(SINGLEUSER), *self.args],
+            env=env,
+            cwd=account.pw_dir,
+            user=account.pw_uid,
+            group=account.pw_gid,
+            extra_groups=[],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        try:
+            deadline = t0 + timeout
+            while True:
+                try:
+                    if requests.get(url, timeout=1).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if proc.poll() is not None:
+                    raise AssertionError(f"bare server exited with {proc.returncode}")
+                if time.perf_counter() > deadline:
+                    raise AssertionError(f"bare server not ready in {timeout} s")
+                time.sleep(READY_POLL_S)
+            return time.perf_counter() - t0, _cpu_times(proc.pid)[0]
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _stop_all(hub: Hub, names: list[str]) -> None:
+    """Stop these users' servers at once; assert no server, server process or lease is left."""
+    pids = {n: hub.server_pid(n) for n in names}
+    with ThreadPoolExecutor(max(1, len(names))) as pool:
+        list(pool.map(hub.stop_server, names))
+    users = {u["name"]: u for u in hub.api("GET", "/users").json()}
+    for n in names:
+        assert not users[n].get("servers"), f"server of {n} still listed: {users[n]}"
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids.values() if p) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {n: p for n, p in pids.items() if p and _alive(p)}
+    assert not left, f"server processes still running after stop: {left}"
+    assert hub.leases() == {}, f"GPU leases left after stop: {hub.leases()}"
+
+
+def _stop_running(hub: Hub, names: list[str]) -> None:
+    """Best effort, after a failure: stop whichever of these servers still runs."""
+    for n in names:
+        try:
+            if hub.api("GET", f"/users/{n}").json().get("servers"):
+                hub.stop_server(n)
+        except (requests.RequestException, AssertionError, ValueError):
+            pass
+
+
+def _machine_busy() -> float:
+    """CPU seconds all CPUs of the machine have spent busy since boot (/proc/stat)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / CLK_TCK
+
+
+def _phase_stats(spawns: list[Spawn], how: str = "median") -> dict[str, float]:
+    with_phases = [sp.phases for sp in spawns if sp.phases]
+    if not with_phases:
+        return {}
+    agg = statistics.median if how == "median" else statistics.mean
+    return {label: agg([ph[label] for ph in with_phases]) for label, _, _ in PHASES}
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {
+        "median_s": statistics.median(xs),
+        "min_s": min(xs),
+        "max_s": max(xs),
+        "runs": len(xs),
+    }
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- 1. one user: our spawn vs a bare jupyterhub-singleuser start -------------------------------
+def test_single_spawn_vs_bare_singleuser(bench_hub: Hub, results: dict[str, Any]) -> None:
+    hub, name = bench_hub, "solo"
+    _add_users(hub, [name])
+
+    # Cold: the first spawn creates the Unix account. It is also the warm-up, and the moment we
+    # copy the launch environment and arguments the hub gives the server.
+    cold = _timed_spawn(hub, name)
+    pid = hub.server_pid(name)
+    env, args = _proc_environ(pid), _proc_args(pid)
+    _stop_all(hub, [name])
+    bare = BareServer(hub, name, env, args)
+    bare.timed_start()  # warm-up of the bare path (not counted)
+
+    ours: list[Spawn] = []
+    bares: list[tuple[float, float]] = []
+    for i in range(REPEATS):  # interleaved, order alternating: ours-bare, bare-ours, ...
+        for kind in ("ours", "bare") if i % 2 == 0 else ("bare", "ours"):
+            if kind == "ours":
+                ours.append(_timed_spawn(hub, name))
+                _stop_all(hub, [name])
+            else:
+                bares.append(bare.timed_start())
+
+    o, b = _stats([sp.seconds for sp in ours]), _stats([t for t, _ in bares])
+    ratio = o["median_s"] / b["median_s"]
+    overhead = ratio - 1
+    phases = _phase_stats(ours)
+    cpu_ours = statistics.median(sp.server_cpu_s for sp in ours)
+    cpu_bare = statistics.median(c for _, c in bares)
+    results["single"] = {
+        "profile": PROFILE,
+        "ready_signal": "POST answered 201, else progress event stream 'ready': true",
+        "bare_ready_signal": f"first 200 from /user/<u>/api, polled every {READY_POLL_S} s",
+        "ours": o,
+        "bare": b,
+        "ours_runs_s": [sp.seconds for sp in ours],
+        "bare_runs_s": [t for t, _ in bares],
+        "ratio": ratio,
+        "overhead_pct": overhead * 100,
+        "ours_phases_median_s": phases,
+        "server_cpu_to_ready_median_s": {"ours": cpu_ours, "bare": cpu_bare},
+        "cold_first_spawn_s": cold.seconds,
+        "cold_first_spawn_phases_s": cold.phases,
+        "loadavg": _load(),
+    }
+
+    print(f"\n== single spawn, profile {PROFILE!r}, {REPEATS} interleaved pairs ==")
+    print(f"{'seconds':30}{'median':>9}{'min':>9}{'max':>9}")
+    for label, st in (("ours (POST -> hub ready)", o), ("bare jupyterhub-singleuser", b)):
+        print(f"{label:30}{st['median_s']:9.3f}{st['min_s']:9.3f}{st['max_s']:9.3f}")
+    print(f"ratio ours/bare (medians): {ratio:.2f}   overhead: {overhead * 100:+.1f} %")
+    print(f"cold first spawn (useradd + spawn): {cold.seconds:.3f} s")
+    print(f"server CPU until ready (median): ours {cpu_ours:.2f} s, bare {cpu_bare:.2f} s")
+    if phases:
+        print("where our time goes (median of the timed spawns; cold spawn in brackets):")
+        for label, value in phases.items():
+            print(f"  {label:28}{value:7.3f} s  [{cold.phases.get(label, float('nan')):.3f}]")
+    if phases:
+        own = sum(v for k, v in phases.items() if k != "Popen -> port listening")
+        results["single"]["hub_share_median_s"] = own
+        print(
+            f"hub's own share (all phases but the server's start-up): {own:.3f} s = "
+            f"{100 * own / b['median_s']:.1f} % of the bare median"
+        )
+    print(f"load average after: {_load()}")
+    verdict = "within" if overhead <= OVERHEAD_TARGET else "OVER"
+    print(
+        f"interpretation: our spawn adds {o['median_s'] - b['median_s']:+.3f} s "
+        f"({overhead * 100:+.1f} %) to a bare start of the same server; {verdict} the "
+        f"{OVERHEAD_TARGET * 100:.0f} % target (vanilla JupyterHub was 2.2x on this machine)."
+    )
+    _save(hub, results)
+
+
+# -- 2. twenty users at once --------------------------------------------------------------------
+def _burst(hub: Hub, names: list[str]) -> dict[str, Any]:
+    """Fire all spawn requests at once; per-user and total times, and CPU used meanwhile."""
+    assert hub.proc is not None
+    hub_pid, proxy_pid = hub.proc.pid, _proxy_pid(hub)
+    # `mlrp up` exec()s jupyterhub, so the process we started is the hub itself.
+    assert "jupyterhub" in Path(f"/proc/{hub_pid}/cmdline").read_text(errors="replace")
+    gate = threading.Barrier(len(names) + 1)
+    spawns: dict[str, Spawn] = {}
+    load_before = _load()
+
+    def one(name: str) -> None:
+        gate.wait()
+        spawns[name] = _timed_spawn(hub, name)
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = [pool.submit(one, n) for n in names]
+        hub0, kids0 = _cpu_times(hub_pid)
+        proxy0 = _cpu_times(proxy_pid)[0] if proxy_pid else 0.0
+        busy0 = _machine_busy()
+        t0 = time.perf_counter()
+        gate.wait()
+        for f in futures:
+            f.result()
+        wall = time.perf_counter() - t0
+        busy1 = _machine_busy()
+        hub1, kids1 = _cpu_times(hub_pid)
+        proxy1 = _cpu_times(proxy_pid)[0] if proxy_pid else 0.0
+    assert sorted(spawns) == sorted(names), "every server became ready"
+    per_user = [sp.seconds for sp in spawns.values()]
+    servers_cpu = sum(sp.server_cpu_s for sp in spawns.values())
+    cpus = os.cpu_count() or 1
+    return {
+        "wall_s": wall,
+        "per_user": _stats(per_user),
+        "per_user_mean_s": statistics.mean(per_user),
+        "phases_mean_s": _phase_stats(list(spawns.values()), how="mean"),
+        "hub_cpu_s": hub1 - hub0,
+        "hub_cpu_per_spawn_s": (hub1 - hub0) / len(names),
+        "hub_children_cpu_s": kids1 - kids0,
+        "proxy_cpu_s": proxy1 - proxy0,
+        "servers_cpu_to_ready_s": servers_cpu,
+        "cpu_floor_s": servers_cpu / cpus,
+        "machine_busy_s": busy1 - busy0,
+        "machine_busy_pct": 100 * (busy1 - busy0) / (wall * cpus),
+        "ours_pct_of_busy": 100
+        * (servers_cpu + (hub1 - hub0) + (kids1 - kids0) + (proxy1 - proxy0))
+        / max(busy1 - busy0, 1e-9),
+        "loadavg_before": load_before,
+        "loadavg_after": _load(),
+    }
+
+
+def test_twenty_users_at_once(bench_hub: Hub, results: dict[str, Any]) -> None:
+    hub = bench_hub
+    names = [f"c{i:02d}" for i in range(CONCURRENT)]
+    _add_users(hub, names)
+    single = results.get("single", {}).get("ours", {}).get("median_s")
+
+    runs: dict[str, dict[str, Any]] = {}
+    try:
+        runs["cold"] = _burst(hub, names)  # each spawn creates its Unix account
+        _stop_all(hub, names)
+        runs["warm"] = _burst(hub, names)
+        _stop_all(hub, names)
+    except BaseException:
+        _stop_running(hub, names)
+        raise
+
+    for r in runs.values():
+        r["ratio_vs_serial_single"] = r["wall_s"] / (CONCURRENT * single) if single else None
+    results["concurrent"] = {"users": CONCURRENT, "profile": PROFILE, **runs}
+
+    cpus = os.cpu_count()
+    print(f"\n== {CONCURRENT} users spawning at once, profile {PROFILE!r}, {cpus} CPUs ==")
+    print(
+        f"{'':6}{'wall':>7}{'mean':>7}{'median':>7}{'max':>7}{'floor':>7}{'busy%':>7}"
+        f"{'ours%':>7}{'hub':>7}{'/spawn':>7}{'kids':>6}{'proxy':>6}{'vs Nx1':>8}"
+    )
+    for kind, r in runs.items():
+        vs = r["ratio_vs_serial_single"]
+        print(
+            f"{kind:6}{r['wall_s']:7.1f}{r['per_user_mean_s']:7.1f}"
+            f"{r['per_user']['median_s']:7.1f}{r['per_user']['max_s']:7.1f}"
+            f"{r['cpu_floor_s']:7.1f}{r['machine_busy_pct']:7.0f}{r['ours_pct_of_busy']:7.0f}"
+            f"{r['hub_cpu_s']:7.2f}{r['hub_cpu_per_spawn_s']:7.3f}"
+            f"{r['hub_children_cpu_s']:6.2f}{r['proxy_cpu_s']:6.2f}"
+            + (f"{vs:8.2f}" if vs is not None else f"{'n/a':>8}")
+        )
+    print(
+        "seconds; wall = first request to last ready; mean/median/max = each user's own request "
+        f"to ready; floor = CPU the {CONCURRENT} servers used until ready / CPUs; busy% = whole "
+        "machine; ours% = share of the machine's busy time used by hub, proxy, kids and servers; "
+        "hub = CPU (user+sys) of the jupyterhub process, /spawn per spawn; kids = its reaped "
+        "children (useradd); proxy = configurable-http-proxy; "
+        f"vs Nx1 = wall / ({CONCURRENT} x single median {single or float('nan'):.3f} s)"
+    )
+    print(f"where each user's time goes (mean over the {CONCURRENT}):")
+    print(f"  {'':28}" + "".join(f"{k:>8}" for k in runs))
+    for label, _, _ in PHASES:
+        nan = float("nan")
+        cells = "".join(f"{r['phases_mean_s'].get(label, nan):8.2f}" for r in runs.values())
+        print(f"  {label:28}{cells}")
+    for kind, r in runs.items():
+        print(
+            f"interpretation ({kind}): {CONCURRENT} spawns took {r['wall_s']:.1f} s, "
+            f"{r['wall_s'] / r['cpu_floor_s']:.2f}x the CPU floor of {r['cpu_floor_s']:.1f} s "
+            f"(machine {r['machine_busy_pct']:.0f} % busy, {r['ours_pct_of_busy']:.0f} % of it "
+            f"ours; load before {r['loadavg_before']}); the hub used "
+            f"{r['hub_cpu_s']:.1f} s CPU, {100 * r['hub_cpu_s'] / r['machine_busy_s']:.0f} % "
+            "of the machine's busy time."
+        )
+    _save(hub, results)
