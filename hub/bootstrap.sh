@@ -37,7 +37,7 @@ apt_missing() {
   fi
 }
 
-APT=(python3-venv python3-dev passwd procps)
+APT=(python3-venv passwd procps)
 [ "$MODE" = test ] && APT+=(chromium)
 apt_missing "${APT[@]}"
 

@@ -42,6 +42,16 @@ def run_prefix() -> str:
     return "t" + "".join(secrets.choice(string.ascii_lowercase) for _ in range(4)) + "-"
 
 
+def broken_env(data_dir: Path) -> Path:
+    """An 'image' whose jupyterhub-singleuser prints a line and exits 3, like a broken env."""
+    env = data_dir.parent / "broken-env"
+    (env / "bin").mkdir(parents=True, exist_ok=True)
+    script = env / "bin" / "jupyterhub-singleuser"
+    script.write_text("#!/bin/sh\necho 'ImportError: no module named jupyterlab' >&2\nexit 3\n")
+    script.chmod(0o755)
+    return env
+
+
 def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
     return {
         "hub": {
@@ -57,7 +67,7 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
         "login": {"admin_users": ["admin"]},
         "accounts": {"mode": "system", "prefix": prefix},
         "gpus": {"source": "config", "devices": [str(i) for i in range(gpus)]},
-        "images": {"default": {"env": str(VENV)}},
+        "images": {"default": {"env": str(VENV)}, "broken": {"env": str(broken_env(data_dir))}},
         "groups": {"staff": ["admin"], "students": ["alice", "bob"]},
         "profiles": [
             {
@@ -75,6 +85,13 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
                 "cpus": 1,
                 "memory": "2G",
                 "groups": ["students", "staff"],
+            },
+            {
+                "slug": "broken",
+                "name": "Broken image (staff)",
+                "image": "broken",
+                "gpus": 1,
+                "groups": ["staff"],
             },
             {
                 "slug": "multi",
