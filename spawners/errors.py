@@ -8,8 +8,9 @@ from tornado import web
 class PlacementError(web.HTTPError):
     """A spawn that cannot go ahead.
 
-    JupyterHub shows `jupyterhub_message` to the user (spawn form, pending page, API body) and
-    logs `log_message`; `failure_reason` is a short label (``no-gpus``, ``bad-options``,
+    `jupyterhub_message` (= the tornado log_message, which JupyterHub 5 shows in API errors) is
+    the sentence for the user; `detail` is for the admin only and is logged by MLRPSpawner, never
+    sent to the browser; `failure_reason` is a short label (``no-gpus``, ``bad-options``,
     ``account``, ``exited``…) for logs and metrics.
     """
 
@@ -18,13 +19,14 @@ class PlacementError(web.HTTPError):
         message: str,
         *,
         reason: str,
-        log_message: str | None = None,
+        detail: str = "",
         status_code: int = 400,
     ) -> None:
-        super().__init__(status_code, "%s", log_message or message)
+        super().__init__(status_code, "%s", message)
         self.jupyterhub_message = message
         self.jupyterhub_html_message: str | None = None
         self.failure_reason = reason
+        self.detail = detail
 
     def __str__(self) -> str:
         return self.jupyterhub_message

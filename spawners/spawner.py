@@ -219,6 +219,10 @@ class MLRPSpawner(Spawner):
             self._release()
             raise
         except PlacementError as e:
+            if e.detail:
+                self.log.error(
+                    "Start of %s failed (%s): %s", self._log_name, e.failure_reason, e.detail
+                )
             await self.emit(100, e.jupyterhub_message, failed=True)
             await self._cleanup_failed()
             raise
@@ -232,7 +236,7 @@ class MLRPSpawner(Spawner):
                 "Your server could not start because of an internal error. "
                 "Try again; if it keeps failing, tell your administrator.",
                 reason="internal",
-                log_message=repr(e),
+                detail=repr(e),
                 status_code=500,
             ) from e
         return url

@@ -154,7 +154,7 @@ class LocalBackend(PlacementBackend):
                 "Your Unix account could not be set up. An administrator has the details "
                 "in the hub log.",
                 reason="account",
-                log_message=str(e),
+                detail=str(e),
                 status_code=500,
             ) from None
         return account
@@ -246,7 +246,7 @@ class LocalBackend(PlacementBackend):
                     f"JupyterLab exited during start-up (exit status {status}). Last lines of "
                     f"its log:\n{_tail(log_path)[-800:]}",
                     reason="exited",
-                    log_message=f"server of {self.owner} exited with {status}; log {log_path}",
+                    detail=f"server of {self.owner} exited with {status}; log {log_path}",
                     status_code=500,
                 )
             if await _listening(port):

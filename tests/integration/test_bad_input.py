@@ -87,18 +87,20 @@ def test_form_hostile_strings_are_refused_and_escaped(
         ({"profile": "cpu", "cmd": ["/bin/sh"]}, "Unknown option(s)"),
         ({"profile": "cpu", "exec_prefix": "sh -c"}, "Unknown option(s)"),
         ({"profile": {"$ne": 1}}, "There is no profile"),
-        ({"user_options": "cpu"}, "user_options must be an object"),
+        # JupyterHub 6 refuses this itself; 5.x passes the body on and we refuse the key.
+        ({"user_options": "cpu"}, ("user_options must be an object", "Unknown option(s)")),
     ]
     + [({"profile": v}, "There is no profile") for v in HOSTILE],
 )
 def test_api_rejects_bad_bodies(
-    hub: Hub, mallory: requests.Session, body: dict[str, object], expected: str
+    hub: Hub, mallory: requests.Session, body: dict[str, object], expected: str | tuple[str, ...]
 ) -> None:
     token = hub.user_token("mallory")
     r = hub.api("POST", "/users/mallory/server", token=token, json=body)
     assert r.status_code == 400, r.text
     message = r.json()["message"]
-    assert expected in message
+    expected_any = (expected,) if isinstance(expected, str) else expected
+    assert any(e in message for e in expected_any), message
     assert len(message) < 300
     _nothing_happened(hub, "mallory")
 
