@@ -53,11 +53,11 @@ fi
 EXTRAS=""
 [ "$MODE" = test ] && EXTRAS="[test]"
 STAMP=$VENV/.mlrp-stamp
+quiet() { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
 base="$(cat "$REPO/pyproject.toml" "$REPO/hub/bootstrap.sh" | sha256sum | cut -c1-16):$REPO"
 have=$(cat "$STAMP" 2>/dev/null || true)
 if [ "$have" != "$base[test]" ] && [ "$have" != "$base$EXTRAS" ]; then
   say "installing mlrp$EXTRAS and its dependencies into $VENV (about 90 s the first time)"
-  quiet() { grep -v -e "is ignored: it is neither a file nor a directory" >&2 || true; }
   "$VENV/bin/pip" install -q --upgrade pip 2> >(quiet) >/dev/null
   "$VENV/bin/pip" install -q -e "$REPO$EXTRAS" 2> >(quiet)
   echo "$base$EXTRAS" > "$STAMP"
@@ -78,5 +78,19 @@ case "$MODE" in
     cd "$REPO"
     "$VENV/bin/ruff" check hub spawners config tests
     "$VENV/bin/mypy"
-    exec "$VENV/bin/pytest" "$@";;
+    "$VENV/bin/pytest" "$@"
+    # A full run (no pytest options) also proves JupyterHub 5.x support: everything but the
+    # benchmarks again, hub and user servers on JupyterHub 5. MLRP_TEST_JUPYTERHUB5=0 skips it.
+    if [ $# -eq 0 ] && [ "${MLRP_TEST_JUPYTERHUB5:-1}" = 1 ]; then
+      JH5=$PREFIX/venv-jupyterhub5
+      [ -x "$JH5/bin/python" ] || /usr/bin/python3 -m venv "$JH5"
+      if [ "$(cat "$JH5/.mlrp-stamp" 2>/dev/null)" != "$base[test]" ]; then
+        say "installing a JupyterHub 5.x environment into $JH5"
+        "$JH5/bin/pip" install -q -e "$REPO[test]" "jupyterhub>=5,<6" 2> >(quiet)
+        echo "$base[test]" > "$JH5/.mlrp-stamp"
+      fi
+      chmod -R a+rX "$JH5"
+      say "the suite again on $("$JH5/bin/python" -c 'import jupyterhub; print("JupyterHub", jupyterhub.__version__)')"
+      exec "$JH5/bin/pytest" -m "not benchmark"
+    fi;;
 esac
