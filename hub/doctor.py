@@ -26,8 +26,8 @@ NO_GPUS_FIX = (
     "under gpus.devices in the YAML; CPU profiles work without GPUs."
 )
 NVML_REQUIRED_FIX = (
-    "The config requires NVML (GPU source 'nvml') but it does not work here: install the NVIDIA "
-    "driver (nvidia-smi must work), or use GPU source 'auto' or 'config' and list devices under "
+    "The config requires NVML (gpus.source: nvml) but it does not work here: install the NVIDIA "
+    "driver (nvidia-smi must work), or set gpus.source to auto or config and list devices under "
     "gpus.devices in the YAML."
 )
 PROXY_FIX = (
@@ -41,7 +41,7 @@ ROOT_FIX = (
 USERADD_FIX = "Install useradd (Debian/Ubuntu: apt-get install passwd) and put /usr/sbin on PATH."
 SLURM_FIX = (
     "Install the Slurm client (Debian/Ubuntu: apt-get install slurm-client) so that sinfo and "
-    "sbatch are on the hub's PATH, or remove the Slurm backend from the YAML."
+    "sbatch are on the hub's PATH, or remove the Slurm profiles from the YAML."
 )
 CGROUP_FIX = (
     "Memory and CPU limits cannot be enforced: run on a host with cgroup v2 (memory and cpu "
