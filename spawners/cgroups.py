@@ -41,6 +41,7 @@ CPU_PERIOD_US = 100_000
 MIN_CPUS = 0.01
 CONTROLLERS = ("memory", "cpu")
 
+_DEVICE_RE = re.compile(r"[cb] \d{1,4}:\d{1,7} [rwm]{1,3}")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _MEMORY_RE = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
@@ -79,9 +80,16 @@ class Limits:
 
     cpus: float | None
     memory_bytes: int | None
+    # Device nodes the server may not open, as v1 devices.deny lines ("c 195:3 rwm"): the GPUs
+    # leased to others. Only cgroup v1 has a devices controller; v2 fences devices with eBPF,
+    # which we do not do (yet): there CUDA_VISIBLE_DEVICES is the only fence.
+    denied_devices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Refuse values the kernel would reject, here rather than halfway through create()."""
+        for line in self.denied_devices:
+            if _DEVICE_RE.fullmatch(line) is None:
+                raise ValueError(f"denied_devices entries look like 'c 195:3 rwm'; got {line!r}")
         if self.cpus is not None and not (math.isfinite(self.cpus) and self.cpus >= MIN_CPUS):
             raise ValueError(f"cpus must be at least {MIN_CPUS}; got {self.cpus!r}")
         if self.memory_bytes is not None and self.memory_bytes <= 0:
@@ -177,10 +185,17 @@ def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
             "limits are advisory",
         )
     detail = f"cgroup {layout.kind} ({', '.join(layout.controllers)})"
+    if _devices_usable(root, layout.kind):
+        detail += "; GPUs leased to others are fenced (devices)"
     missing = [c for c in CONTROLLERS if c not in layout.controllers]
     if missing:
         detail += f"; no {' or '.join(missing)} controller: those limits are advisory"
     return CgroupSupport(True, layout.kind, detail)
+
+
+def _devices_usable(root: Path, kind: str) -> bool:
+    deny = root / "devices" / "devices.deny"
+    return kind == "v1" and deny.is_file() and os.access(root / "devices", os.W_OK)
 
 
 def _check_name(name: str) -> None:
@@ -233,6 +248,10 @@ def _limit_v1(controller: str, group: Path, limits: Limits) -> None:
         _write(group / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         quota = -1 if limits.cpus is None else _quota_us(limits.cpus)
         _write(group / "cpu.cfs_quota_us", str(quota))
+    elif controller == "devices":
+        # A new group allows everything, like its parent; each line adds one exception.
+        for line in limits.denied_devices:
+            _write(group / "devices.deny", line)
 
 
 def _limit_v2(controllers: tuple[str, ...], group: Path, limits: Limits) -> None:
@@ -279,6 +298,8 @@ class ServerCgroup:
             return None
         _warn_unenforced(limits, layout.controllers)
         groups: tuple[Path, ...]
+        if layout.kind == "v2" and limits.denied_devices:
+            log.warning("cgroup v2 has no devices controller: GPU fencing is advisory for %s", name)
         if layout.kind == "v2":
             groups = (cls._create_v2(name, limits, root, layout.controllers),)
         else:
@@ -291,7 +312,8 @@ class ServerCgroup:
         name: str, limits: Limits, root: Path, controllers: tuple[str, ...]
     ) -> tuple[Path, ...]:
         groups = []
-        for controller in controllers:
+        fence = bool(limits.denied_devices) and _devices_usable(root, "v1")
+        for controller in (*controllers, "devices") if fence else controllers:
             parent = root / controller / PARENT
             _mkdir(parent)
             group = parent / name

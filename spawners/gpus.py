@@ -20,11 +20,20 @@ from spawners.records import Lease, Records
 log = logging.getLogger(__name__)
 
 
+NVIDIA_MAJOR = 195  # /dev/nvidiaN is character device 195:N
+
+
 @dataclass(frozen=True)
 class GPU:
     id: str
     name: str = "GPU"
     memory_mib: int | None = None
+    minor: int | None = None  # N of /dev/nvidiaN, used to fence the device node off
+
+    @property
+    def device_rule(self) -> str | None:
+        """The cgroup v1 devices line for this GPU's node, if its minor number is known."""
+        return None if self.minor is None else f"c {NVIDIA_MAJOR}:{self.minor} rwm"
 
 
 @dataclass(frozen=True)
@@ -59,11 +68,16 @@ def discover_nvml() -> list[GPU] | None:
             uuid = pynvml.nvmlDeviceGetUUID(h)
             name = pynvml.nvmlDeviceGetName(h)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024)
+            try:
+                minor: int | None = int(pynvml.nvmlDeviceGetMinorNumber(h))
+            except pynvml.NVMLError:
+                minor = None
             gpus.append(
                 GPU(
                     id=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
                     name=name.decode() if isinstance(name, bytes) else str(name),
                     memory_mib=int(mem),
+                    minor=minor,
                 )
             )
         return gpus
@@ -73,7 +87,9 @@ def discover_nvml() -> list[GPU] | None:
 
 def load_inventory(source: str, devices: Iterable[str]) -> Inventory:
     """Resolve the YAML's `gpus` section into an inventory."""
-    configured = tuple(GPU(id=d) for d in devices)
+    # Without NVML, a numeric id is the index N of /dev/nvidiaN (what Slurm's gres.conf and
+    # nvidia-smi -L use on a node whose driver is not loaded yet); UUIDs have no known node.
+    configured = tuple(GPU(id=d, minor=int(d) if d.isdigit() else None) for d in devices)
     if source == "config":
         return Inventory(configured, "config" if configured else "none")
     found = discover_nvml()

@@ -17,6 +17,7 @@ import sqlite3
 import string
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -331,6 +332,13 @@ def remove_cgroups(prefix: str) -> None:
                     group.rmdir()
                 except OSError:
                     pass
+
+
+def new_hub(gpus: int = 4) -> Hub:
+    """A Hub (not started) in a fresh work directory, with this run's account prefix."""
+    workdir = Path(tempfile.mkdtemp(prefix="mlrp-test-"))
+    workdir.chmod(0o755)
+    return Hub(workdir, base_config(workdir / "data", run_prefix(), gpus=gpus))
 
 
 def pids_of_uid(uid: int) -> Iterator[int]:

@@ -228,12 +228,16 @@ class LocalBackend(PlacementBackend):
 
     def _make_cgroup(self, account: Account, request: SpawnRequest) -> None:
         prof = request.profile
-        if not self.platform.cgroups.enforced or (prof.cpus is None and prof.memory_bytes is None):
+        others = [g for g in self.platform.allocator.inventory.gpus if g.id not in self.leased]
+        denied = tuple(rule for g in others if (rule := g.device_rule) is not None)
+        if not self.platform.cgroups.enforced or (
+            prof.cpus is None and prof.memory_bytes is None and not denied
+        ):
             return
         suffix = f"-{self.spawner.name}" if self.spawner.name else ""
         self.cgroup = ServerCgroup.create(
             f"{account.name}{suffix}".lower()[:64],
-            Limits(cpus=prof.cpus, memory_bytes=prof.memory_bytes),
+            Limits(cpus=prof.cpus, memory_bytes=prof.memory_bytes, denied_devices=denied),
         )
 
     async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:

@@ -12,8 +12,7 @@ from datetime import datetime
 
 import pytest
 import requests
-from conftest import new_hub
-from harness import Hub
+from harness import Hub, new_hub
 
 pytestmark = [pytest.mark.e2e]
 
@@ -78,6 +77,9 @@ def test_restart_readopts_survivors_and_cleans_up_the_dead(restart_hub: Hub) -> 
         time.sleep(0.05)
 
     hub.start()
+    # The second `mlrp up` keeps the data: the admin's password is not generated again.
+    assert hub.log().count("password:  ") == 1
+    assert "password set earlier" in hub.log()
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         bob = hub.api("GET", "/users/bob").json()

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import new_hub
-from harness import Hub, remove_accounts, run_prefix
+from harness import Hub, new_hub, remove_accounts, run_prefix
 
 pytestmark = [pytest.mark.e2e]
 

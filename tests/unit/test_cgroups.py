@@ -542,3 +542,10 @@ def test_real_pids_and_remove(
     assert cg.pids() == []
     cg.remove()
     assert not any(p.exists() for p in cg.paths)
+
+
+def test_denied_devices_must_be_device_rules() -> None:
+    Limits(cpus=None, memory_bytes=None, denied_devices=("c 195:3 rwm",))
+    for bad in ("c 195:* rwm", "a", "c 195:3 rwm\nc 1:3 rwm", "c 195:3 x", "../x"):
+        with pytest.raises(ValueError, match="denied_devices"):
+            Limits(cpus=None, memory_bytes=None, denied_devices=(bad,))

@@ -52,8 +52,13 @@ def held(allocator: GPUAllocator) -> dict[str, str]:
 
 def test_config_inventory_needs_no_nvml() -> None:
     inv = load_inventory("config", ["0", "1"])
-    assert inv == Inventory((GPU("0"), GPU("1")), "config")
+    assert inv == Inventory((GPU("0", minor=0), GPU("1", minor=1)), "config")
     assert inv.ids == ["0", "1"]
+
+
+def test_numeric_ids_name_device_nodes_uuids_do_not() -> None:
+    inv = load_inventory("config", ["3", "GPU-8f2a"])
+    assert [g.device_rule for g in inv.gpus] == ["c 195:3 rwm", None]
 
 
 def test_config_inventory_may_be_empty() -> None:
