@@ -190,7 +190,11 @@ class MLRPSpawner(Spawner):
         started = asyncio.get_running_loop().time()
         patience_sent = False
         while True:
-            events = self.platform.records.events(self.owner, self.spawn_id or None)
+            # No spawn id yet: this start has not reached start(); the events on record belong
+            # to an earlier spawn and must not show up in this one's progress.
+            events = (
+                self.platform.records.events(self.owner, self.spawn_id) if self.spawn_id else []
+            )
             for ev in events[sent:]:
                 yield {"progress": ev.progress, "message": ev.message}
             sent = len(events)
@@ -307,3 +311,4 @@ class MLRPSpawner(Spawner):
         super().clear_state()
         self.backend = None
         self.request = None
+        self.spawn_id = ""
