@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,9 +14,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import Hub, new_hub  # noqa: E402
 
+if TYPE_CHECKING:
+    from hub.storage import SQLRecords
+
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: the hub creates Unix accounts and setuid()s to them"
 )
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A fresh MLRP SQLite database URL."""
+    from hub.storage import sqlite_url
+
+    return sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def records(url: str) -> SQLRecords:
+    """SQLRecords on a fresh database (migrations applied)."""
+    from hub.storage import SQLRecords
+
+    return SQLRecords.from_url(url)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from hub.storage import SQLRecords, sqlite_url
+from hub.storage import SQLRecords
 from spawners.gpus import (
     GPU,
     GPUAllocator,
@@ -26,16 +26,6 @@ NODE = "node1"
 FOUR = Inventory(tuple(GPU(id=str(i)) for i in range(4)), "config")
 NVML_PRESENT = discover_nvml() is not None
 needs_no_nvml = pytest.mark.skipif(NVML_PRESENT, reason="NVML present")
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return sqlite_url(tmp_path)
-
-
-@pytest.fixture
-def records(url: str) -> SQLRecords:
-    return SQLRecords.from_url(url)
 
 
 @pytest.fixture

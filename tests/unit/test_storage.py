@@ -18,16 +18,6 @@ TABLES = {"gpu_leases", "spawn_events", "unix_accounts", "login_accounts", "alem
 T0 = datetime(2024, 1, 1, 12, 0, 0)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return sqlite_url(tmp_path)
-
-
-@pytest.fixture
-def records(url: str) -> SQLRecords:
-    return SQLRecords.from_url(url)
-
-
 def event(owner: str, spawn_id: str, progress: int, message: str, **kw: bool) -> Event:
     return Event(owner, spawn_id, T0 + timedelta(seconds=progress), progress, message, **kw)
 
