@@ -141,10 +141,12 @@ class LocalBackend(PlacementBackend):
     def gpus(self) -> list[str]:
         return list(self.leased)
 
-    async def _account(self) -> Account:
+    async def _account(self, emit: Emit) -> Account:
         p = self.platform
         if not p.multi_user:
-            return current_account()
+            account = current_account()
+            await emit(35, f"Running as {account.name} (developer mode: no separate accounts).")
+            return account
         try:
             account, created = await ensure_account(
                 p.records, self.spawner.user.name, p.account_prefix, p.home_root
@@ -157,6 +159,8 @@ class LocalBackend(PlacementBackend):
                 detail=str(e),
                 status_code=500,
             ) from None
+        verb = "Created your Unix account" if created else "Running as Unix account"
+        await emit(35, f"{verb} {account.name}.")
         return account
 
     async def start(self, request: SpawnRequest, emit: Emit) -> str:
@@ -167,9 +171,8 @@ class LocalBackend(PlacementBackend):
             except NoFreeGPUs as e:
                 raise PlacementError(str(e), reason="no-gpus") from None
             await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
-        account = await self._account()
+        account = await self._account(emit)
         self.unix_name = account.name if p.multi_user else ""
-        await emit(35, f"Running as Unix account {account.name}.")
         self._make_cgroup(account, request)
 
         port = random_port()
