@@ -1,0 +1,34 @@
+"""`mlrp up` with a broken deployment file stops before touching anything: exit 2, a message
+naming the key, no traceback, no data directory, no database."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+MLRP = str(Path(sys.executable).parent / "mlrp")
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("profiles:\n  - slug: cpu\n    name: CPU\n    gpu: 1\n", "profiles[0].gpu: unknown key"),
+        ("profiles:\n  - slug: cpu\n    name: CPU\n    gpus: 9\n", "this node has 0"),
+        ("profiles: [\n", "line 4, column 1"),
+        ("  port: eighty\nprofiles: [{slug: cpu, name: CPU}]\n", "hub.port: Input should be"),
+    ],
+)
+def test_up_with_a_broken_file_changes_nothing(tmp_path: Path, body: str, expected: str) -> None:
+    data = tmp_path / "data"
+    config = tmp_path / "mlrp.yaml"
+    config.write_text(f"hub:\n  data_dir: {data}\n" + body)
+    r = subprocess.run([MLRP, "up", "--config", str(config)], capture_output=True, text=True)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert expected in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not data.exists()
