@@ -38,6 +38,7 @@ apt_missing() {
 }
 
 APT=(python3-venv passwd procps)
+command -v npm >/dev/null || APT+=(npm)  # Debian ships npm apart from nodejs
 [ "$MODE" = test ] && APT+=(chromium)
 apt_missing "${APT[@]}"
 
@@ -69,6 +70,7 @@ if [ ! -x "$NODE_DIR/node_modules/.bin/configurable-http-proxy" ]; then
   (cd "$NODE_DIR" && npm install --silent --no-audit --no-fund configurable-http-proxy@^4.6 >/dev/null)
 fi
 chmod -R a+rX "$PREFIX"
+ln -sf "$VENV/bin/mlrp" /usr/local/bin/mlrp  # so `mlrp user add NAME` works as printed
 export PATH="$VENV/bin:$NODE_DIR/node_modules/.bin:$PATH"
 
 case "$MODE" in
