@@ -40,7 +40,7 @@ def node_inventory(cfg: MLRPConfig, source: str = "configuration") -> Inventory:
 
 def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
     choices = p.gpu_choices
-    default = p.gpus.default if not isinstance(p.gpus, int) and p.gpus.default is not None else None
+    default = None if isinstance(p.gpus, int) else p.gpus.default
     return {
         "slug": p.slug,
         "name": p.name,

@@ -7,7 +7,6 @@ the model onto traitlets. Unknown keys are errors everywhere (a typo must not be
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,11 +21,11 @@ from pydantic import (
     model_validator,
 )
 
+from spawners.cgroups import memory_size
+
 SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,39}$"
 GROUP_RE = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
 class ConfigError(Exception):
@@ -47,11 +46,10 @@ def parse_memory(value: str | int) -> int:
         if value <= 0:
             raise ValueError("memory must be positive")
         return value
-    m = MEMORY_RE.match(str(value))
-    if not m:
-        raise ValueError(f"memory must be a size such as 4G or 512M; got {value!r}")
-    number, unit = float(m.group(1)), (m.group(2) or "").lower()[:1]
-    size = int(number * _UNITS[unit])
+    try:
+        size = memory_size(str(value))
+    except ValueError:
+        raise ValueError(f"memory must be a size such as 4G or 512M; got {value!r}") from None
     if size <= 0:
         raise ValueError("memory must be positive")
     return size

@@ -17,11 +17,14 @@ import os
 import sys
 from contextlib import closing
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from config.loading import load_config, resolve_path
 from config.render import node_inventory
 from config.schema import ConfigError, MLRPConfig
+
+if TYPE_CHECKING:
+    from hub.storage import SQLRecords
 
 EXIT_OK, EXIT_DOCTOR, EXIT_INPUT = 0, 1, 2
 CONFIG_PY = Path(__file__).resolve().parent.parent / "config" / "jupyterhub_config.py"
@@ -36,7 +39,7 @@ def _load(args: argparse.Namespace) -> tuple[MLRPConfig, Path | None]:
     return load_config(path), path
 
 
-def _records(cfg: MLRPConfig):  # type: ignore[no-untyped-def]
+def _records(cfg: MLRPConfig) -> SQLRecords:
     from hub.storage import SQLRecords, sqlite_url
 
     cfg.hub.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -53,12 +53,13 @@ class CgroupError(OSError):
     """A cgroup could not be created or limited; the message names the file and the reason."""
 
 
-def parse_memory(text: str) -> int:
-    """Parse a memory size such as ``4G``, ``512M``, ``4GiB``, ``1.5G`` or ``1024`` into bytes.
+def memory_size(text: str) -> int:
+    """Parse a memory size such as ``4G``, ``512M``, ``4GiB``, ``1.5G`` or ``1024`` into bytes,
+    without judging the value (it may be zero or negative); ValueError if it is not a size.
 
     Units are binary (``1G`` is 2**30 bytes), as in JupyterHub's ``mem_limit``, because that is
-    what admins mean when they size a server against a machine's RAM. Used to validate the YAML
-    file and the spawn form, so the message says what a valid value looks like.
+    what admins mean when they size a server against a machine's RAM. The YAML schema and
+    :func:`parse_memory` word their own messages around this one parser.
     """
     match = _MEMORY_RE.fullmatch(text.strip())
     if match is None:
@@ -68,7 +69,12 @@ def parse_memory(text: str) -> int:
     number, unit = match.group(1), (match.group(2) or "").lower()
     if not unit and "." in number:
         raise ValueError(f"memory without a unit is a whole number of bytes; got {text!r}")
-    value = int(Decimal(number) * _UNITS[unit])
+    return int(Decimal(number) * _UNITS[unit])
+
+
+def parse_memory(text: str) -> int:
+    """:func:`memory_size`, refusing zero and negative sizes."""
+    value = memory_size(text)
     if value <= 0:
         raise ValueError(f"memory must be greater than zero; got {text!r}")
     return value

@@ -148,8 +148,9 @@ class GPUAllocator:
 
     def check(self, count: int) -> None:
         """Raise NoFreeGPUs now if `count` cannot be leased (a cheap pre-check for the form)."""
-        if count > 0 and len(self.free()) < count:
-            raise NoFreeGPUs(count, self.total, len(self.free()))
+        free = len(self.free()) if count > 0 else 0
+        if count > free:
+            raise NoFreeGPUs(count, self.total, free)
 
     def lease(self, owner: str, count: int) -> list[str]:
         if count <= 0:

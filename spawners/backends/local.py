@@ -67,9 +67,6 @@ class LocalServerSpawner(LocalProcessSpawner):
     def get_args(self) -> list[str]:
         return list(self.launch_args)
 
-    def user_env(self, env: dict[str, str]) -> dict[str, str]:
-        return env
-
     def make_preexec_fn(self, name: str) -> Any:
         setuid = set_user_setuid(self.unix_name) if self.unix_name else None
         join = self.cgroup_join
