@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -108,6 +109,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     env["PYTHONUNBUFFERED"] = "1"
     hub_bin = str(Path(sys.executable).parent / "jupyterhub")
     os.chdir(cfg.hub.data_dir)
+    # Started in the background by a shell (`cmd &`, some service managers), we inherit SIGINT
+    # ignored; the hub would pass that on to the idle culler it starts, which then sits out
+    # JupyterHub's SIGINT and delays every hub shutdown by ~30 s. Ignored survives exec; default
+    # does not need to.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.execve(hub_bin, [hub_bin, "-f", str(CONFIG_PY)], env)
 
 

@@ -32,6 +32,10 @@ PROXY = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp")) / "node/node_modules/.b
 PROXY_CMD = str(PROXY / "configurable-http-proxy")
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,6 +117,7 @@ class Hub:
     admin_password: str = ""
     passwords: dict[str, str] = field(default_factory=dict)
     run_as: str | None = None  # run `mlrp` as this Unix account instead of root
+    sigint_ignored: bool = False  # start `mlrp up` as a shell's background job would
     _admin_token: str = ""
 
     @property
@@ -160,6 +165,7 @@ class Hub:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_ignore_sigint if self.sigint_ignored else None,
             **self._as_user(),
         )
         log.close()
