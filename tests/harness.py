@@ -198,6 +198,13 @@ class Hub:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
+            # A killed hub cannot stop its proxy; stop it by the PID the hub recorded.
+            pid_file = self.data_dir / "proxy.pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+                except (ProcessLookupError, ValueError):
+                    pass
 
     # -- accounts and API ----------------------------------------------------------------------
     def add_user(self, name: str) -> str:
