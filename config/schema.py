@@ -7,6 +7,7 @@ the model onto traitlets. Unknown keys are errors everywhere (a typo must not be
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,12 @@ from spawners.cgroups import memory_size
 SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,39}$"
 GROUP_RE = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+# Defaults follow where this MLRP is installed (hub/bootstrap.sh: $MLRP_PREFIX/venv and
+# $MLRP_PREFIX/node), not a fixed /opt/mlrp: the environment the hub runs from is also the
+# default image, and the proxy sits beside it.
+PLATFORM_ENV = Path(sys.prefix)
+DEFAULT_PROXY = PLATFORM_ENV.parent / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
 
 
 class ConfigError(Exception):
@@ -75,8 +82,9 @@ class HubSection(_Strict):
     proxy_api_port: int = Field(8001, ge=1, le=65535, description="Proxy REST API (loopback).")
     data_dir: Path = Field(Path("/var/lib/mlrp"), description="SQLite, logs, secrets.")
     proxy_command: list[str] = Field(
-        default_factory=lambda: ["/opt/mlrp/node/node_modules/.bin/configurable-http-proxy"],
-        description="configurable-http-proxy command (installed by hub/bootstrap.sh).",
+        default_factory=lambda: [str(DEFAULT_PROXY)],
+        description="configurable-http-proxy command (installed by hub/bootstrap.sh beside the "
+        "environment MLRP runs from).",
     )
     poll_interval: int = Field(
         10, ge=1, le=3600, description="Seconds between checks that servers are alive."
@@ -137,8 +145,9 @@ class GPUSection(_Strict):
 class ImageSection(_Strict):
     description: str = ""
     env: Path = Field(
-        Path("/opt/mlrp/venv"),
-        description="Python environment (prefix) with jupyterhub-singleuser and jupyterlab.",
+        PLATFORM_ENV,
+        description="Python environment (prefix) with jupyterhub-singleuser and jupyterlab; "
+        "default: the environment MLRP itself runs from.",
     )
 
 

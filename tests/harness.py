@@ -27,9 +27,50 @@ from typing import Any
 import requests
 import yaml
 
+# The code under test is this checkout's, never an installed copy: the pytest process imports it
+# (pytest's `pythonpath` setting) and every `mlrp` the tests start runs it through PYTHONPATH.
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("hub", "spawners", "config")
+# The environment the tests run in: dependencies only (hub/bootstrap.sh test), so user servers
+# started from it can import nothing of ours.
 VENV = Path(sys.executable).parent.parent
 PROXY = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp")) / "node/node_modules/.bin"
 PROXY_CMD = str(PROXY / "configurable-http-proxy")
+MLRP = [sys.executable, "-m", "hub.cli"]
+
+
+def code_env(code: Path = REPO, base: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment in which `python -m hub.cli` runs the code at `code` (the checkout)."""
+    env = dict(os.environ if base is None else base)
+    env["PYTHONPATH"] = str(code)
+    return env
+
+
+def readable_copy(dest: Path) -> Path:
+    """A copy of the code under test that any account can read, for processes run as another
+    account: the checkout may sit in a directory only root can enter (/root/mlrp)."""
+    for package in PACKAGES:
+        shutil.copytree(
+            REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
+
+
+def run_mlrp(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`mlrp ARGS` from the checkout, as root, in a subprocess."""
+    return subprocess.run(
+        [*MLRP, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=code_env(base=env),
+        check=False,
+    )
 
 
 def _ignore_sigint() -> None:
@@ -137,15 +178,19 @@ class Hub:
         return self.workdir / "hub.log"
 
     def _as_user(self) -> dict[str, Any]:
+        """Popen arguments that run the checkout's `mlrp` as `run_as` (default root)."""
         if self.run_as is None:
-            return {}
+            return {"env": code_env()}
         pw = pwd.getpwnam(self.run_as)
-        env = dict(os.environ, HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        code = self.workdir / "code"
+        if not code.exists():
+            readable_copy(code)
+        env = code_env(code, dict(os.environ, HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name))
         return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": env}
 
     def mlrp(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(VENV / "bin" / "mlrp"), *args],
+            [*MLRP, *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -161,7 +206,7 @@ class Hub:
         self.write_config()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(VENV / "bin" / "mlrp"), "up", "--config", str(self.config_path)],
+            [*MLRP, "up", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import run_mlrp
 
 from hub import accounts, doctor
 from hub.cli import main
@@ -24,7 +25,6 @@ from spawners.gpus import discover_nvml
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-MLRP = "/opt/mlrp/venv/bin/mlrp"
 EXAMPLE = REPO / "config" / "examples" / "single-node.yaml"
 NAME_RULE = (
     "is not a valid user name: use 1-64 lowercase letters, digits, '.', '_' or '-', "
@@ -56,9 +56,8 @@ def config(tmp_path: Path) -> Path:
 
 
 def mlrp(*argv: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MLRP, *argv], input=stdin, capture_output=True, text=True, timeout=60, check=False
-    )
+    """The checkout's `mlrp` in a subprocess, as an admin runs it."""
+    return run_mlrp(*argv, stdin=stdin, timeout=60)
 
 
 def run(

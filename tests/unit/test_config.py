@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from harness import run_mlrp
 
 from config.render import node_inventory
 from config.schema import ConfigError, MLRPConfig, load, parse
@@ -22,7 +23,6 @@ from spawners.gpus import discover_nvml
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-MLRP = "/opt/mlrp/venv/bin/mlrp"
 EXAMPLE = REPO / "config" / "examples" / "single-node.yaml"
 BAD = Path(__file__).parent / "bad_configs"
 SLUG_RULE = "(must match ^[a-z0-9][a-z0-9-]{0,39}$)"
@@ -77,13 +77,7 @@ NEEDS_NO_NVML = {"nvml_required.yaml"}
 
 
 def check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MLRP, "config", "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_mlrp("config", "check", str(path), timeout=60)
 
 
 def problems_of(data: Any) -> list[str]:

@@ -3,15 +3,13 @@ naming the key, no traceback, no data directory, no database."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from harness import run_mlrp
 
 pytestmark = pytest.mark.unit
 
-MLRP = str(Path(sys.executable).parent / "mlrp")
 
 
 @pytest.mark.parametrize(
@@ -27,7 +25,7 @@ def test_up_with_a_broken_file_changes_nothing(tmp_path: Path, body: str, expect
     data = tmp_path / "data"
     config = tmp_path / "mlrp.yaml"
     config.write_text(f"hub:\n  data_dir: {data}\n" + body)
-    r = subprocess.run([MLRP, "up", "--config", str(config)], capture_output=True, text=True)
+    r = run_mlrp("up", "--config", str(config))
     assert r.returncode == 2, r.stdout + r.stderr
     assert expected in r.stderr
     assert "Traceback" not in r.stderr
