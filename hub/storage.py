@@ -167,6 +167,15 @@ class SQLRecords:
             return row.unix_name if row else None
 
     def claim_unix_account(self, hub_user: str, unix_name: str) -> None:
+        try:
+            self._claim(hub_user, unix_name)
+        except IntegrityError:
+            # Another process claimed the name (or this user) between our check and our
+            # insert; the unique constraints refused ours. Look again: AccountClash if the
+            # name is someone else's, nothing to do if it is now this user's.
+            self._claim(hub_user, unix_name)
+
+    def _claim(self, hub_user: str, unix_name: str) -> None:
         with self.session() as s, s.begin():
             mine = s.get(UnixAccount, hub_user)
             if mine is not None and mine.unix_name != unix_name:

@@ -27,16 +27,38 @@ from pathlib import Path
 from spawners.records import Records
 
 SIMPLE_NAME = re.compile(r"^[a-z][a-z0-9]{0,19}$")
+# JupyterHub 6 allows only such server names (its "safe slug", at most 30 characters); 5.x
+# allows anything, including "my server" and "../x".
+SIMPLE_SERVER = re.compile(r"^[a-z0-9][a-z0-9-]{0,29}$")
 UID_MIN = 1000
 _useradd_lock = asyncio.Lock()  # useradd locks /etc/passwd; concurrent calls fail, so queue them
+
+
+def _hashed(text: str) -> str:
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return base64.b32encode(digest).decode("ascii").lower()[:16]
 
 
 def unix_name_for(hub_user: str, prefix: str = "mlrp-") -> str:
     if SIMPLE_NAME.fullmatch(hub_user):
         return prefix + hub_user
-    digest = hashlib.sha256(hub_user.encode("utf-8")).digest()
-    tag = base64.b32encode(digest).decode("ascii").lower()[:16]
-    return f"{prefix.rstrip('-')}_{tag}"
+    return f"{prefix.rstrip('-')}_{_hashed(hub_user)}"
+
+
+def server_tag(account: str, server_name: str) -> str:
+    """The name of one server's cgroup and log file: ``mlrp-alice`` for the default server,
+    ``mlrp-alice.lab2`` for a named server with a simple name, ``mlrp-alice._<16 base32>`` for
+    any other name ("my server", "../x", "Ünï").
+
+    Injective: account names never contain '.', and a simple server name never starts with
+    '_'. At most 32 + 1 + 30 = 63 characters of [a-z0-9_.-]: one safe path component, valid as
+    a cgroup name, never a way out of the directory it is joined to.
+    """
+    if not server_name:
+        return account
+    if SIMPLE_SERVER.fullmatch(server_name):
+        return f"{account}.{server_name}"
+    return f"{account}._{_hashed(server_name)}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +104,9 @@ async def ensure_account(
         home = home_root / name
         proc = await asyncio.create_subprocess_exec(
             "useradd",
+            # Private from the first instant (shadow >= 4.8); chmod below for older ones.
+            "--key",
+            "HOME_MODE=0700",
             "--create-home",
             "--home-dir",
             str(home),
@@ -100,5 +125,7 @@ async def ensure_account(
     account = _lookup(name)
     if account is None:
         raise AccountError(f"useradd {name} succeeded but the account cannot be found")
-    os.chmod(account.home, 0o700)  # people must not read each other's files
+    # People must not read each other's files, whatever login.defs says (HOME_MODE 0755 or a
+    # UMASK of 022 on some distributions, a useradd that ignores --key HOME_MODE on old ones).
+    os.chmod(account.home, 0o700)
     return account, True

@@ -30,6 +30,7 @@ class Platform:
     home_root: Path
     log_dir: Path
     cgroups: CgroupSupport
+    cgroup_root: Path  # where servers' cgroups are made
 
     @property
     def multi_user(self) -> bool:
@@ -51,7 +52,12 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
         inventory = load_inventory(spawner.gpu_source, spawner.gpu_devices)
         log_dir = Path(spawner.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        support = probe() if spawner.enforce_limits else CgroupSupport(False, "none", "disabled")
+        cgroup_root = Path(spawner.cgroup_root)
+        support = (
+            probe(cgroup_root)
+            if spawner.enforce_limits
+            else CgroupSupport(False, "none", "disabled")
+        )
         _cache[key] = Platform(
             records=records,
             allocator=GPUAllocator(records, inventory),
@@ -60,6 +66,7 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             home_root=Path(spawner.home_root),
             log_dir=log_dir,
             cgroups=support,
+            cgroup_root=cgroup_root,
         )
         log.info(
             "MLRP platform: %d GPU(s) from %s, accounts=%s, limits: %s",

@@ -76,38 +76,32 @@ def _echo(value: Any) -> str:
     return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
 
 
-def _single(value: Any, key: str) -> Any:
-    """Form fields arrive as lists of strings; API bodies as plain JSON values."""
-    if isinstance(value, list):
-        if len(value) != 1:
-            raise OptionsError(f"Send exactly one value for {key!r}.")
-        return value[0]
-    return value
+def _single(values: list[str], key: str) -> str:
+    """A form field arrives as a list of strings; exactly one is allowed."""
+    if len(values) != 1:
+        raise OptionsError(f"Send exactly one value for {key!r}.")
+    return values[0]
 
 
-def _as_int(value: Any, key: str) -> int:
-    if isinstance(value, bool):
-        raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,5}\s*", value):
-        return int(value)
-    raise OptionsError(f"{key} must be a whole number, not {_echo(value)}.")
+def _form_int(text: str, key: str) -> int:
+    """A whole number typed into (or picked from) the form."""
+    if re.fullmatch(r"\s*-?[0-9]{1,5}\s*", text, flags=re.ASCII):
+        return int(text)
+    raise OptionsError(f"{key} must be a whole number, not {_echo(text)}.")
 
 
 def form_to_options(form: Mapping[str, list[str]], slugs: Iterable[str]) -> dict[str, Any]:
-    """The spawn form's fields → user_options.
+    """The spawn form's fields → user_options of the same types an API body must have.
 
     Each visible profile with a GPU choice has a select named gpus-<slug>; a browser sends all of
     them, and only the chosen profile's counts. Any other field is refused.
     """
     fields = {k: v for k, v in form.items() if k != "_xsrf"}
-    profile = _single(fields.pop("profile", [""]), "profile")
-    options: dict[str, Any] = {"profile": profile}
+    options: dict[str, Any] = {"profile": _single(fields.pop("profile", [""]), "profile")}
     for slug in slugs:
         values = fields.pop(f"gpus-{slug}", None)
-        if values is not None and slug == profile:
-            options["gpus"] = _single(values, "gpus")
+        if values is not None and slug == options["profile"]:
+            options["gpus"] = _form_int(_single(values, "gpus"), "gpus")
     if fields:
         raise OptionsError(
             f"Unexpected field(s) in the form: {_echo(sorted(fields))}. "
@@ -117,7 +111,9 @@ def form_to_options(form: Mapping[str, list[str]], slugs: Iterable[str]) -> dict
 
 
 def parse_request(options: Mapping[str, Any] | None, visible: list[Profile]) -> SpawnRequest:
-    """Validate user_options against the profiles this user may see."""
+    """Validate user_options (an API body, or what form_to_options made) against the profiles
+    this user may see. Types are strict, as JSON gives them: `profile` a string, `gpus` a number.
+    """
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
@@ -130,21 +126,25 @@ def parse_request(options: Mapping[str, Any] | None, visible: list[Profile]) -> 
     if not visible:
         raise OptionsError("No profile is available to you. Ask your administrator for access.")
     by_slug = {p.slug: p for p in visible}
-    slug = _single(options.get("profile", visible[0].slug if len(visible) == 1 else ""), "profile")
-    if not isinstance(slug, str) or slug not in by_slug:
-        names = ", ".join(by_slug)
+    names = ", ".join(by_slug)
+    slug = options.get("profile", visible[0].slug if len(visible) == 1 else "")
+    if not isinstance(slug, str):
+        raise OptionsError(
+            f"profile must be a string naming one of: {names}; not {_echo(slug)}. "
+            'Send e.g. {"profile": "' + visible[0].slug + '"}.'
+        )
+    if slug not in by_slug:
         if not slug:
             raise OptionsError(f"Pick a profile: one of {names}.")
         raise OptionsError(f"There is no profile {_echo(slug)} for you. Pick one of: {names}.")
     profile = by_slug[slug]
-    if "gpus" in options:
-        gpus = _as_int(_single(options["gpus"], "gpus"), "gpus")
-    else:
-        gpus = profile.default_gpus
+    gpus = options.get("gpus", profile.default_gpus)
+    if isinstance(gpus, bool) or not isinstance(gpus, int):
+        raise OptionsError(f"gpus must be a whole number such as 1, not {_echo(gpus)}.")
     if gpus not in profile.gpu_choices:
         allowed = ", ".join(str(c) for c in profile.gpu_choices)
         raise OptionsError(
-            f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {gpus}. "
+            f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {_echo(gpus)}. "
             "Pick one of those."
         )
     return SpawnRequest(profile=profile, gpus=gpus)

@@ -83,6 +83,12 @@ class MLRPSpawner(Spawner):
         config=True,
         help="Enforce profile CPU and memory limits with cgroups where the node allows it.",
     )
+    cgroup_root = Unicode(
+        "/sys/fs/cgroup",
+        config=True,
+        help="Where the cgroup filesystem is mounted (v1: one directory per controller below "
+        "it; v2: the unified hierarchy). Servers' groups are made under <root>/.../mlrp/.",
+    )
     form_renderer = AnyTrait(
         None,
         allow_none=True,

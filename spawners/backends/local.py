@@ -21,7 +21,7 @@ from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
 from traitlets import Dict, List, Unicode
 
-from spawners.accounts import Account, AccountError, current_account, ensure_account
+from spawners.accounts import Account, AccountError, current_account, ensure_account, server_tag
 from spawners.backends.base import Capacity, Emit, PlacementBackend
 from spawners.cgroups import Limits, ServerCgroup
 from spawners.errors import PlacementError
@@ -109,6 +109,7 @@ class LocalBackend(PlacementBackend):
         self.child: LocalServerSpawner | None = None
         self.leased: list[str] = []
         self.unix_name = ""
+        self.tag = ""  # names this server's cgroup and log file (accounts.server_tag)
         self.cgroup: ServerCgroup | None = None
 
     # -- capacity & fail-fast ----------------------------------------------------------------
@@ -170,7 +171,8 @@ class LocalBackend(PlacementBackend):
             await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
         account = await self._account(emit)
         self.unix_name = account.name if p.multi_user else ""
-        self._make_cgroup(account, request)
+        self.tag = server_tag(account.name, self.spawner.name or "")
+        self._make_cgroup(request)
 
         port = random_port()
         sp = self.spawner
@@ -179,7 +181,7 @@ class LocalBackend(PlacementBackend):
         env.update(self._gpu_env())
         env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
         env.setdefault("SHELL", "/bin/bash")
-        log_path = p.log_dir / f"{account.name}{'-' + sp.name if sp.name else ''}.log"
+        log_path = p.log_dir / f"{self.tag}.log"
         self.child = child = LocalServerSpawner(
             user=sp.user,
             hub=sp.hub,
@@ -226,7 +228,7 @@ class LocalBackend(PlacementBackend):
             "--MappingKernelManager.cull_connected=True",
         ]
 
-    def _make_cgroup(self, account: Account, request: SpawnRequest) -> None:
+    def _make_cgroup(self, request: SpawnRequest) -> None:
         prof = request.profile
         others = [g for g in self.platform.allocator.inventory.gpus if g.id not in self.leased]
         denied = tuple(rule for g in others if (rule := g.device_rule) is not None)
@@ -234,10 +236,10 @@ class LocalBackend(PlacementBackend):
             prof.cpus is None and prof.memory_bytes is None and not denied
         ):
             return
-        suffix = f"-{self.spawner.name}" if self.spawner.name else ""
         self.cgroup = ServerCgroup.create(
-            f"{account.name}{suffix}".lower()[:64],
+            self.tag,
             Limits(cpus=prof.cpus, memory_bytes=prof.memory_bytes, denied_devices=denied),
+            root=self.platform.cgroup_root,
         )
 
     async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:

@@ -83,10 +83,14 @@ def test_form_hostile_strings_are_refused_and_escaped(
         ({"profile": "gpu1", "gpus": -1}, "you asked for -1"),
         ({"profile": "gpu1", "gpus": 1000}, "you asked for 1000"),
         ({"profile": "gpu1", "gpus": True}, "gpus must be a whole number"),
-        ({"profile": "gpu1", "gpus": [1, 1]}, "exactly one value"),
+        ({"profile": "gpu1", "gpus": [1, 1]}, "gpus must be a whole number such as 1, not [1, 1]"),
+        ({"profile": "gpu1", "gpus": [1]}, "gpus must be a whole number such as 1, not [1]"),
+        ({"profile": "gpu1", "gpus": "1"}, "gpus must be a whole number such as 1, not '1'"),
+        ({"profile": ["cpu"]}, "profile must be a string naming one of: cpu, gpu1; not ['cpu']"),
+        ({"profile": None}, "profile must be a string naming one of: cpu, gpu1; not None"),
         ({"profile": "cpu", "cmd": ["/bin/sh"]}, "Unknown option(s)"),
         ({"profile": "cpu", "exec_prefix": "sh -c"}, "Unknown option(s)"),
-        ({"profile": {"$ne": 1}}, "There is no profile"),
+        ({"profile": {"$ne": 1}}, "profile must be a string"),
         # JupyterHub 6 refuses this itself; 5.x passes the body on and we refuse the key.
         ({"user_options": "cpu"}, ("user_options must be an object", "Unknown option(s)")),
     ]

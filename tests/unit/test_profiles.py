@@ -11,6 +11,7 @@ from config.render import profile_dict
 from config.schema import parse
 from spawners.profiles import (
     MAX_ECHO,
+    _echo,
     OptionsError,
     Profile,
     SpawnRequest,
@@ -78,9 +79,15 @@ def test_default_gpus_of_the_profile() -> None:
     assert parse_request({"profile": "cpu"}, ALL) == SpawnRequest(CPU, 0)
 
 
-@pytest.mark.parametrize("gpus", [4, "4", " 4 ", ["4"]])
-def test_a_configured_choice(gpus: Any) -> None:
-    assert parse_request({"profile": "multi", "gpus": gpus}, ALL).gpus == 4
+def test_a_configured_choice() -> None:
+    assert parse_request({"profile": "multi", "gpus": 4}, ALL).gpus == 4
+
+
+@pytest.mark.parametrize("gpus", ["4", " 4 "])
+def test_a_configured_choice_from_the_form(gpus: str) -> None:
+    options = form_to_options({"profile": ["multi"], "gpus-multi": [gpus]}, ["multi"])
+    assert options == {"profile": "multi", "gpus": 4}
+    assert parse_request(options, ALL).gpus == 4
 
 
 def test_the_only_profile_needs_no_name() -> None:
@@ -102,7 +109,7 @@ def test_form_with_every_gpu_select_uses_the_chosen_profiles() -> None:
         "gpus-multi": ["4"],
     }
     options = form_to_options(form, ["cpu", "gpu1", "multi"])
-    assert options == {"profile": "multi", "gpus": "4"}
+    assert options == {"profile": "multi", "gpus": 4}
     assert parse_request(options, ALL) == SpawnRequest(MULTI, 4)
 
 
@@ -158,12 +165,19 @@ def test_missing_profile_among_several() -> None:
     assert refused({}) == "Pick a profile: one of cpu, gpu1, multi."
 
 
-@pytest.mark.parametrize("gpus", [-1, 1000, "1000", "-1", 3, "3", 0])
-def test_gpus_outside_the_choices(gpus: Any) -> None:
+@pytest.mark.parametrize("gpus", [-1, 1000, 3, 0, 10**30])
+def test_gpus_outside_the_choices(gpus: int) -> None:
     message = refused({"profile": "multi", "gpus": gpus})
     assert message == (
-        f"Profile 'Several GPUs' offers 2, 4 GPU(s); you asked for {int(gpus)}. Pick one of those."
+        f"Profile 'Several GPUs' offers 2, 4 GPU(s); you asked for {_echo(gpus)}. "
+        "Pick one of those."
     )
+
+
+@pytest.mark.parametrize("gpus", ["1000", "-1", "3", "0"])
+def test_gpus_outside_the_choices_from_the_form(gpus: str) -> None:
+    message = form_refused({"profile": ["multi"], "gpus-multi": [gpus]})
+    assert message.startswith(f"Profile 'Several GPUs' offers 2, 4 GPU(s); you asked for {gpus}.")
 
 
 @pytest.mark.parametrize(
@@ -171,22 +185,37 @@ def test_gpus_outside_the_choices(gpus: Any) -> None:
 )
 def test_gpus_that_are_not_whole_numbers(gpus: Any) -> None:
     message = refused({"profile": "multi", "gpus": gpus})
-    assert message.startswith("gpus must be a whole number, not ")
+    assert message.startswith("gpus must be a whole number such as 1, not ")
 
 
-def test_gpus_with_two_values() -> None:
-    assert refused({"profile": "multi", "gpus": ["2", "4"]}) == "Send exactly one value for 'gpus'."
-    assert refused({"profile": "multi", "gpus": []}) == "Send exactly one value for 'gpus'."
+@pytest.mark.parametrize("gpus", ["4", " 4", ["4"], [4], [2, 4], []])
+def test_api_gpus_must_be_a_json_number(gpus: Any) -> None:
+    """The API is typed like the form: a string or a list where a number belongs is refused,
+    never unwrapped (the form sends strings; form_to_options converts them)."""
+    message = refused({"profile": "multi", "gpus": gpus})
+    assert message == f"gpus must be a whole number such as 1, not {_echo(gpus)}."
 
 
-def test_profile_with_two_values() -> None:
-    assert refused({"profile": ["cpu", "gpu1"]}) == "Send exactly one value for 'profile'."
-
-
-@pytest.mark.parametrize("profile", [1, True, {"slug": "cpu"}, None, ""])
-def test_profile_that_is_not_a_name(profile: Any) -> None:
+@pytest.mark.parametrize("profile", [["cpu"], ["cpu", "gpu1"], [], 1, True, {"slug": "cpu"}, None])
+def test_api_profile_must_be_a_string(profile: Any) -> None:
     message = refused({"profile": profile})
-    assert "Pick" in message and "cpu, gpu1, multi" in message
+    assert message == (
+        f"profile must be a string naming one of: cpu, gpu1, multi; not {_echo(profile)}. "
+        'Send e.g. {"profile": "cpu"}.'
+    )
+
+
+def test_empty_profile_asks_to_pick_one() -> None:
+    assert refused({"profile": ""}) == "Pick a profile: one of cpu, gpu1, multi."
+
+
+def test_form_fields_with_two_values() -> None:
+    two_gpus = {"profile": ["multi"], "gpus-multi": ["2", "4"]}
+    assert form_refused(two_gpus) == "Send exactly one value for 'gpus'."
+    assert form_refused({"profile": ["multi"], "gpus-multi": []}) == (
+        "Send exactly one value for 'gpus'."
+    )
+    assert form_refused({"profile": ["cpu", "gpu1"]}) == "Send exactly one value for 'profile'."
 
 
 def test_options_that_are_not_an_object() -> None:
@@ -228,7 +257,7 @@ def test_hostile_profile_name(value: str) -> None:
 @pytest.mark.parametrize("value", [*HOSTILE, LONG])
 def test_hostile_gpus_value(value: str) -> None:
     message = refused({"profile": "multi", "gpus": value})
-    assert message.startswith("gpus must be a whole number, not ")
+    assert message.startswith("gpus must be a whole number such as 1, not ")
     assert LONG[:MAX_ECHO] not in message
 
 
@@ -256,7 +285,7 @@ def test_echo_is_cut_at_max_echo() -> None:
 # --- product bug (see the report) --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("gpus", ["--1", "²", "-²"])
+@pytest.mark.parametrize("gpus", ["--1", "²", "-²", "\u0664", " \u2003 4"])
 def test_odd_digit_strings_are_options_errors(gpus: str) -> None:
-    message = refused({"profile": "multi", "gpus": gpus})
-    assert message.startswith("gpus must be a whole number")
+    message = form_refused({"profile": ["multi"], "gpus-multi": [gpus]})
+    assert message.startswith("gpus must be a whole number, not ")

@@ -11,7 +11,6 @@ from harness import run_mlrp
 pytestmark = pytest.mark.unit
 
 
-
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
