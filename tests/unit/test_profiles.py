@@ -11,10 +11,10 @@ from config.render import profile_dict
 from config.schema import parse
 from spawners.profiles import (
     MAX_ECHO,
-    _echo,
     OptionsError,
     Profile,
     SpawnRequest,
+    _echo,
     form_to_options,
     parse_request,
 )
