@@ -98,6 +98,25 @@ def broken_env(data_dir: Path) -> Path:
     return env
 
 
+def gated_env(data_dir: Path) -> Path:
+    """An 'image' whose server waits until the test creates `gate_path(data_dir)`, then runs the
+    real jupyterhub-singleuser: a start that is provably still under way while a test looks."""
+    env = data_dir.parent / "gated-env"
+    (env / "bin").mkdir(parents=True, exist_ok=True)
+    script = env / "bin" / "jupyterhub-singleuser"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"while [ ! -e {gate_path(data_dir)} ]; do sleep 0.05; done\n"
+        f'exec {VENV}/bin/jupyterhub-singleuser "$@"\n'
+    )
+    script.chmod(0o755)
+    return env
+
+
+def gate_path(data_dir: Path) -> Path:
+    return data_dir.parent / "gate-open"
+
+
 def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
     return {
         "hub": {
@@ -113,7 +132,11 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
         "login": {"admin_users": ["admin"]},
         "accounts": {"mode": "system", "prefix": prefix},
         "gpus": {"source": "config", "devices": [str(i) for i in range(gpus)]},
-        "images": {"default": {"env": str(VENV)}, "broken": {"env": str(broken_env(data_dir))}},
+        "images": {
+            "default": {"env": str(VENV)},
+            "broken": {"env": str(broken_env(data_dir))},
+            "gated": {"env": str(gated_env(data_dir))},
+        },
         "groups": {"staff": ["admin"], "students": ["alice", "bob"]},
         "profiles": [
             {
@@ -140,6 +163,13 @@ def base_config(data_dir: Path, prefix: str, gpus: int = 4) -> dict[str, Any]:
                 "groups": ["staff"],
             },
             {
+                "slug": "gated",
+                "name": "Waits for the test (staff)",
+                "image": "gated",
+                "gpus": 1,
+                "groups": ["staff"],
+            },
+            {
                 "slug": "multi",
                 "name": "Several GPUs (staff)",
                 "gpus": {"choices": [2, 4], "default": 2},
@@ -159,6 +189,11 @@ class Hub:
     passwords: dict[str, str] = field(default_factory=dict)
     run_as: str | None = None  # run `mlrp` as this Unix account instead of root
     sigint_ignored: bool = False  # start `mlrp up` as a shell's background job would
+    # How to run `mlrp`: the checkout's code by default; an installed platform's `mlrp` (or the
+    # bootstrap) with `code=None`, which keeps PYTHONPATH from pointing anywhere.
+    command: list[str] = field(default_factory=lambda: list(MLRP))
+    code: Path | None = REPO
+    extra_env: dict[str, str] = field(default_factory=dict)
     _admin_token: str = ""
 
     @property
@@ -178,19 +213,25 @@ class Hub:
         return self.workdir / "hub.log"
 
     def _as_user(self) -> dict[str, Any]:
-        """Popen arguments that run the checkout's `mlrp` as `run_as` (default root)."""
+        """Popen arguments that run `mlrp` (self.command) as `run_as` (default root)."""
+        base = {**os.environ, **self.extra_env}
+        if self.code is None:
+            base.pop("PYTHONPATH", None)
+            base.pop("VIRTUAL_ENV", None)
         if self.run_as is None:
-            return {"env": code_env()}
+            return {"env": base if self.code is None else code_env(self.code, base)}
         pw = pwd.getpwnam(self.run_as)
-        code = self.workdir / "code"
-        if not code.exists():
-            readable_copy(code)
-        env = code_env(code, dict(os.environ, HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name))
-        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": env}
+        base.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
+        if self.code is not None:
+            code = self.workdir / "code"
+            if not code.exists():
+                readable_copy(code)
+            base = code_env(code, base)
+        return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": [], "env": base}
 
     def mlrp(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*MLRP, *args],
+            [*self.command, *args],
             input=stdin,
             capture_output=True,
             text=True,
@@ -206,7 +247,7 @@ class Hub:
         self.write_config()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [*MLRP, "up", "--config", str(self.config_path)],
+            [*self.command, "up", "--config", str(self.config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
-from harness import Hub
+from harness import Hub, gate_path
 
 pytestmark = [pytest.mark.e2e]
 
@@ -145,45 +149,69 @@ def test_failure_stays_visible_on_the_form_after_reload(
     assert "you asked for 7" in page.text
 
 
-def test_progress_events_tell_what_happens(hub: Hub, mallory: requests.Session) -> None:
-    token = hub.user_token("mallory")
-    r = hub.api("POST", "/users/mallory/server", token=token, json={"profile": "gpu1"})
-    assert r.status_code in (201, 202), r.text
-    messages: list[str] = []
+def _progress_stream(hub: Hub, name: str) -> Iterator[dict[str, Any]]:
+    """The spawn's progress events, as the spawn page's EventSource reads them."""
     with requests.get(
-        f"{hub.url}/hub/api/users/mallory/server/progress",
-        headers={"Authorization": f"token {token}"},
+        f"{hub.url}/hub/api/users/{name}/server/progress",
+        headers={"Authorization": f"token {hub.admin_token()}"},
         stream=True,
         timeout=60,
     ) as stream:
+        assert stream.status_code == 200, stream.text
         for line in stream.iter_lines(decode_unicode=True):
             if line and line.startswith("data:"):
-                event = json.loads(line[5:])
-                messages.append(event.get("message", ""))
+                yield json.loads(line[5:])
+
+
+def test_progress_events_reach_the_client_while_the_server_starts(hub: Hub) -> None:
+    """The profile's server waits at a gate the test holds closed, so every event read before
+    the gate opens was delivered live, during the spawn, not replayed after it."""
+    gate = gate_path(hub.data_dir)
+    gate.unlink(missing_ok=True)
+    posted: list[requests.Response] = []
+    poster = threading.Thread(
+        target=lambda: posted.append(
+            hub.api("POST", "/users/admin/server", json={"profile": "gated"})
+        )
+    )
+    poster.start()
+    # Should the live events never come, open the gate anyway so the test fails in seconds
+    # (the assertions below) instead of waiting out the spawn's start_timeout.
+    watchdog = threading.Timer(20, gate.touch)
+    watchdog.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not hub.api("GET", "/users/admin").json().get("pending"):
+            assert time.monotonic() < deadline, "the spawn never became pending"
+            time.sleep(0.05)
+        live: list[str] = []
+        after_gate: list[dict[str, Any]] = []
+        for event in _progress_stream(hub, "admin"):
+            if gate.exists():
+                after_gate.append(event)
                 if event.get("ready") or event.get("failed"):
                     break
-    hub.wait_ready("mallory")
-    text = "\n".join(messages)
-    if r.status_code == 202:  # still pending when the POST returned: we saw the live events
+                continue
+            live.append(event.get("message", ""))
+            assert not event.get("ready"), "ready while the server is held at the gate"
+            if "waiting for it to listen" in event.get("message", ""):
+                gate.touch()  # every step up to the server's own start-up has been seen
+        text = "\n".join(live)
+        assert "Starting Waits for the test (staff) with 1 GPU(s)." in text, text
         assert "Leased GPU" in text and "Unix account" in text, text
-    else:  # already ready: the hub replays the final state only
-        assert messages, "the progress stream must end with a ready event"
-    with hub.db() as c:
-        recorded = [
-            m
-            for (m,) in c.execute(
-                "SELECT message FROM spawn_events WHERE owner = 'mallory/' ORDER BY id"
-            )
-        ]
-    assert any(m.startswith("Leased GPU") for m in recorded)
-    assert any(
-        m.startswith(("Created your Unix account", "Running as Unix account")) for m in recorded
-    )
-    hub.stop_server("mallory")
+        assert re.search(r"JupyterLab started \(pid \d+\)", text), text
+        assert after_gate and after_gate[-1].get("ready"), after_gate
+    finally:
+        watchdog.cancel()
+        gate.touch()
+        poster.join(timeout=60)
+    assert posted and posted[0].status_code in (201, 202), posted
+    hub.wait_ready("admin")
+    hub.stop_server("admin")
     deadline = time.monotonic() + 10
-    while "mallory/" in hub.leases().values() and time.monotonic() < deadline:
+    while "admin/" in hub.leases().values() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert "mallory/" not in hub.leases().values()
+    assert "admin/" not in hub.leases().values()
 
 
 def test_change_password_page(hub: Hub) -> None:

@@ -1,0 +1,128 @@
+"""The local backend with real processes: MLRPSpawner starts a fake jupyterhub-singleuser
+(tests/fake_server.py) exactly as it starts JupyterLab, and the test asks the process what it was
+given. Developer (single-user) mode, so no root and no Unix accounts are needed; what is checked
+is what the process receives: its GPUs, its environment, its log file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_server import ask, make_image
+from fakes import MemoryRecords, make_spawner
+from harness import REPO
+
+from spawners.accounts import current_account, server_tag
+from spawners.spawner import MLRPSpawner
+
+pytestmark = pytest.mark.unit
+
+MakeSpawner = Callable[..., MLRPSpawner]
+
+
+def profiles(image: Path) -> list[dict[str, Any]]:
+    common = {"backend": "local", "image_env": str(image)}
+    return [
+        {"slug": "cpu", "name": "CPU", "gpu_choices": [0], **common},
+        {"slug": "gpu2", "name": "Two GPUs", "gpu_choices": [2], **common},
+    ]
+
+
+@pytest.fixture
+async def spawners(tmp_path: Path) -> AsyncIterator[MakeSpawner]:
+    """Makes spawners on one records store; stops their servers (by PID) afterwards."""
+    image = make_image(tmp_path / "image")
+    records = MemoryRecords()
+    made: list[MLRPSpawner] = []
+
+    def make(user: str = "alice", **kw: Any) -> MLRPSpawner:
+        sp = make_spawner(records, profiles(image), tmp_path, user=user, **kw)
+        made.append(sp)
+        return sp
+
+    yield make
+    for sp in made:
+        child = getattr(sp.backend, "child", None)
+        if child is not None and child.pid and await child.poll() is None:
+            os.kill(child.pid, signal.SIGKILL)
+
+
+def records_of(sp: MLRPSpawner) -> MemoryRecords:
+    records = sp.platform.records
+    assert isinstance(records, MemoryRecords)
+    return records
+
+
+async def start(sp: MLRPSpawner, **options: Any) -> str:
+    sp.user_options = options
+    return await sp.start()
+
+
+async def test_the_server_sees_exactly_its_leased_gpus(spawners: MakeSpawner) -> None:
+    alice = spawners("alice")
+    records = records_of(alice)
+    assert records.lease_gpus("bob/", alice.platform.allocator.node, ["0"], 1) == ["0"]
+    url = await start(alice, profile="gpu2", gpus=2)
+    leased = records.held_by("alice/")
+    assert leased == ["1", "2"], "two GPUs, none of them bob's"
+    env = ask(url, "/env")
+    for key in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "MLRP_GPUS"):
+        assert env[key] == "1,2", (key, env[key])
+    assert env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
+    await alice.stop()
+    assert records.held_by("alice/") == []
+    assert records.held_by("bob/") == ["0"]
+
+
+async def test_a_cpu_server_sees_no_gpu(spawners: MakeSpawner) -> None:
+    alice = spawners()
+    env = ask(await start(alice, profile="cpu"), "/env")
+    assert env["CUDA_VISIBLE_DEVICES"] == "", "empty means no GPU to CUDA"
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "void"
+    assert records_of(alice).held_by("alice/") == []
+    await alice.stop()
+
+
+async def test_the_hubs_python_environment_never_reaches_a_server(
+    spawners: MakeSpawner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub run from a checkout (tests, developers) has PYTHONPATH pointing into it; user
+    servers must import nothing from there, and get none of the hub's other settings."""
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setenv("VIRTUAL_ENV", "/opt/mlrp/venv")
+    monkeypatch.setenv("LD_PRELOAD", "/tmp/evil.so")
+    monkeypatch.setenv("CONFIGPROXY_AUTH_TOKEN", "secret-of-the-hub")
+    url = await start(spawners(), profile="cpu")
+    env = ask(url, "/env")
+    for key in ("PYTHONPATH", "VIRTUAL_ENV", "LD_PRELOAD", "CONFIGPROXY_AUTH_TOKEN"):
+        assert key not in env, key
+    assert str(REPO) not in ask(url, "/sys-path")
+
+
+@pytest.mark.parametrize("server", ["", "lab2", "my server", "../../etc/x", "Ünï", "a" * 200])
+async def test_every_server_name_gets_its_own_safe_log_and_starts(
+    spawners: MakeSpawner, server: str
+) -> None:
+    """JupyterHub 6 allows only simple server names; 5.x allows anything. Any name starts,
+    and its log stays a plain file inside the log directory."""
+    sp = spawners(server=server)
+    url = await start(sp, profile="cpu")
+    assert ask(url, "/env")["JUPYTERHUB_SERVER_NAME"] == server
+    tag = server_tag(current_account().name, server)
+    logs = sorted(p.name for p in sp.platform.log_dir.iterdir())
+    assert logs == [f"{tag}.log"], logs
+    assert "/" not in tag and len(tag) <= 64
+    await sp.stop()
+
+
+def test_server_tags_never_meet() -> None:
+    names = ["", "lab", "lab2", "my server", "my-server", "My-Server", "_x", ".x", "x.y", "a" * 31]
+    tags = {server_tag("mlrp-alice", n) for n in names}
+    assert len(tags) == len(names)
+    assert server_tag("mlrp-alice", "lab") != server_tag("mlrp-alice-lab", "")
+    assert server_tag("mlrp-al", "ice") != server_tag("mlrp-alice", "")
