@@ -147,13 +147,14 @@ case "$MODE" in
     "$TEST_VENV/bin/mypy"
     "$TEST_VENV/bin/pytest" "$@"
     # A full run (no pytest options) also proves JupyterHub 5.x support: everything again, hub
-    # and user servers on JupyterHub 5, but the benchmarks and the install test (which installs
-    # the product itself, whatever venv runs pytest). MLRP_TEST_JUPYTERHUB5=0 skips it.
+    # and user servers on JupyterHub 5, but the benchmarks, the install test (it installs the
+    # product itself, whatever venv runs pytest) and the mutants (they test our tests).
+    # MLRP_TEST_JUPYTERHUB5=0 skips it.
     if [ $# -eq 0 ] && [ "${MLRP_TEST_JUPYTERHUB5:-1}" = 1 ]; then
       new_venv "$JH5_VENV"
       install_deps "$JH5_VENV" test "jupyterhub>=5,<6"
       chmod -R a+rX "$JH5_VENV"
       say "the suite again on $("$JH5_VENV/bin/python" -c 'import jupyterhub; print("JupyterHub", jupyterhub.__version__)')"
-      exec "$JH5_VENV/bin/pytest" -m "not benchmark and not install"
+      exec "$JH5_VENV/bin/pytest" -m "not benchmark and not install and not mutants"
     fi;;
 esac

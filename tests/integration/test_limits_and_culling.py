@@ -35,6 +35,8 @@ def test_cpu_profile_limits_idle_timeout_and_no_gpus(hub: Hub) -> None:
         assert env["USER"] == account and env["HOME"] == f"/home/{account}"
         assert "JUPYTERHUB_API_TOKEN" in env
         assert "/root/" not in env["PATH"]
+        # The hub runs the checkout through PYTHONPATH here; the server must not inherit it.
+        assert "PYTHONPATH" not in env and "VIRTUAL_ENV" not in env
         assert Path(f"/proc/{pid}").stat().st_uid != 0
         assert "alice/" not in hub.leases().values()
 

@@ -1,0 +1,249 @@
+"""Each guarantee, broken on purpose: the tests that prove it must then fail.
+
+A mutant is one small edit to a copy of the code (hub/, spawners/, config/, tests/), such as
+"stop() no longer releases the GPU lease". For each, the tests named beside it run against the
+mutated copy and must fail; a mutant they survive means those tests no longer prove what they
+claim. The unmutated copy must pass the same tests first, so a broken test cannot "kill"
+anything. An edit whose text is no longer in the code fails loudly: when the code changes,
+this table changes with it.
+
+Only unit-level tests are used here (seconds per mutant). Guarantees proven by end-to-end tests
+(live progress, the install surviving a deleted clone) were checked by hand; see the README.
+Run: pytest tests/mutants -q (about a minute).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness import REPO
+
+pytestmark = pytest.mark.mutants
+
+COPIED = ("hub", "spawners", "config", "tests", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    guarantee: str
+    path: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+LIFECYCLE = "tests/unit/test_lifecycle.py"
+MUTANTS = [
+    Mutant(
+        "failed-start-keeps-lease",
+        "a failed start releases its GPU lease",
+        "spawners/spawner.py",
+        "            try:\n                await self.backend.stop(now=True)\n"
+        "            finally:\n                self._release()",
+        "            await self.backend.stop(now=True)",
+        (f"{LIFECYCLE}::test_a_failed_start_releases_its_lease_before_it_returns",),
+    ),
+    Mutant(
+        "cancelled-start-keeps-lease",
+        "a start cancelled by the hub releases its GPU lease",
+        "spawners/spawner.py",
+        "        except asyncio.CancelledError:\n            self._release()\n            raise",
+        "        except asyncio.CancelledError:\n            raise",
+        (f"{LIFECYCLE}::test_a_cancelled_start_releases_its_lease",),
+    ),
+    Mutant(
+        "stop-keeps-lease",
+        "stop() releases",
+        "spawners/spawner.py",
+        "                await self.backend.stop(now=now)\n"
+        "        finally:\n            self._release()",
+        "                await self.backend.stop(now=now)\n        finally:\n            pass",
+        (f"{LIFECYCLE}::test_stop_releases",),
+    ),
+    Mutant(
+        "dead-poll-keeps-lease",
+        "poll() finding the server dead releases",
+        "spawners/spawner.py",
+        "        if status is not None:\n            self._release()",
+        "        if status is not None:\n            pass",
+        (
+            f"{LIFECYCLE}::test_a_poll_that_finds_the_server_dead_releases",
+            f"{LIFECYCLE}::test_after_a_hub_restart_the_reloaded_server_keeps_then_frees_its_lease",
+        ),
+    ),
+    Mutant(
+        "live-poll-drops-lease",
+        "a poll of a running server keeps the lease",
+        "spawners/spawner.py",
+        "        if status is not None:\n            self._release()",
+        "        self._release()",
+        (f"{LIFECYCLE}::test_a_started_server_holds_its_lease_while_it_runs",),
+    ),
+    Mutant(
+        "reconcile-frees-stopped-only",
+        "reconciliation frees exactly the leases no server holds",
+        "hub/reconcile.py",
+        '"WHERE spawners.server_id IS NOT NULL"',
+        '"WHERE 1 = 1"',
+        ("tests/unit/test_reconcile.py::test_frees_only_leases_that_no_server_holds",),
+    ),
+    Mutant(
+        "reconcile-unreadable-frees-all",
+        "an unreadable JupyterHub database frees nothing",
+        "hub/reconcile.py",
+        "        return None\n    finally:\n        engine.dispose()",
+        "        return set()\n    finally:\n        engine.dispose()",
+        ("tests/unit/test_reconcile.py::test_an_unreadable_database_frees_nothing",),
+    ),
+    Mutant(
+        "env-shows-all-gpus",
+        "CUDA_VISIBLE_DEVICES holds exactly the leased GPUs",
+        "spawners/backends/local.py",
+        'visible = ",".join(self.leased)',
+        'visible = ",".join(self.platform.allocator.ids[: max(1, len(self.leased))])',
+        ("tests/unit/test_local_backend.py::test_the_server_sees_exactly_its_leased_gpus",),
+    ),
+    Mutant(
+        "nvidia-env-all",
+        "NVIDIA_VISIBLE_DEVICES holds exactly the leased GPUs",
+        "spawners/backends/local.py",
+        '"NVIDIA_VISIBLE_DEVICES": visible or "void"',
+        '"NVIDIA_VISIBLE_DEVICES": "all"',
+        (
+            "tests/unit/test_local_backend.py::test_the_server_sees_exactly_its_leased_gpus",
+            "tests/unit/test_local_backend.py::test_a_cpu_server_sees_no_gpu",
+        ),
+    ),
+    Mutant(
+        "hub-env-leaks",
+        "the hub's PYTHONPATH never reaches a user server",
+        "spawners/spawner.py",
+        '    @default("default_url")',
+        '    @default("env_keep")\n    def _env_keep(self) -> list[str]:\n'
+        '        return ["PYTHONPATH", "VIRTUAL_ENV"]\n\n    @default("default_url")',
+        (
+            "tests/unit/test_local_backend.py::"
+            "test_the_hubs_python_environment_never_reaches_a_server",
+        ),
+    ),
+    Mutant(
+        "home-left-open",
+        "homes are created 0700 even where useradd makes them 0755",
+        "spawners/accounts.py",
+        "    os.chmod(account.home, 0o700)",
+        "    pass",
+        ("tests/unit/test_account_creation.py::test_home_is_private_even_where_useradd_opens_it",),
+    ),
+    Mutant(
+        "account-not-claimed",
+        "an account held by another hub user is never given to a second one",
+        "spawners/accounts.py",
+        "    records.claim_unix_account(hub_user, name)",
+        "    pass",
+        (
+            "tests/unit/test_account_creation.py::"
+            "test_an_account_held_by_another_hub_user_is_never_shared",
+        ),
+    ),
+    Mutant(
+        "account-check-only-in-code",
+        "the database refuses a second hub user on one account, even in a race",
+        "hub/migrations/versions/0001_initial.py",
+        'sa.Column("unix_name", sa.String(32), nullable=False, unique=True)',
+        'sa.Column("unix_name", sa.String(32), nullable=False)',
+        (
+            "tests/unit/test_exclusivity.py::"
+            "test_a_unix_account_is_never_claimed_by_two_hub_users_racing",
+        ),
+    ),
+    Mutant(
+        "lease-without-constraint",
+        "no device is ever leased twice, even when two processes race",
+        "hub/migrations/versions/0001_initial.py",
+        '        sa.UniqueConstraint("node", "device", name="uq_gpu_lease_device"),\n',
+        "",
+        (
+            "tests/unit/test_exclusivity.py::"
+            "test_a_device_is_never_leased_twice_when_two_processes_race",
+        ),
+    ),
+    Mutant(
+        "api-unwraps-lists",
+        "an API body with a list where a string belongs is refused",
+        "spawners/profiles.py",
+        '    slug = options.get("profile", visible[0].slug if len(visible) == 1 else "")\n',
+        '    slug = options.get("profile", visible[0].slug if len(visible) == 1 else "")\n'
+        "    slug = slug[0] if isinstance(slug, list) and len(slug) == 1 else slug\n",
+        ("tests/unit/test_profiles.py::test_api_profile_must_be_a_string",),
+    ),
+    Mutant(
+        "server-name-in-paths",
+        "a server's name never becomes a path or cgroup name unchecked",
+        "spawners/accounts.py",
+        '        return f"{account}.{server_name}"\n'
+        '    return f"{account}._{_hashed(server_name)}"',
+        '        return f"{account}.{server_name}"\n    return f"{account}-{server_name}"',
+        (
+            "tests/unit/test_local_backend.py::"
+            "test_every_server_name_gets_its_own_safe_log_and_starts",
+        ),
+    ),
+]
+
+
+def mutated_copy(where: Path, mutant: Mutant | None) -> Path:
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, where / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(src, where / name)
+    if mutant is not None:
+        target = where / mutant.path
+        text = target.read_text()
+        assert text.count(mutant.old) == 1, (
+            f"mutant {mutant.id}: the code it breaks is no longer in {mutant.path} exactly once; "
+            "update the table to the code as it is now"
+        )
+        target.write_text(text.replace(mutant.old, mutant.new))
+    return where
+
+
+def run_tests(copy: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-m", "unit",
+         *tests],
+        cwd=copy,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def test_the_unmutated_code_passes_every_listed_test(tmp_path: Path) -> None:
+    tests = tuple(sorted({t for m in MUTANTS for t in m.tests}))
+    result = run_tests(mutated_copy(tmp_path, None), tests)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mutant", MUTANTS, ids=[m.id for m in MUTANTS])
+def test_breaking_the_guarantee_fails_its_tests(tmp_path: Path, mutant: Mutant) -> None:
+    if os.geteuid() != 0 and "account_creation" in " ".join(mutant.tests):
+        pytest.skip("needs root: its test creates a real Unix account")
+    result = run_tests(mutated_copy(tmp_path, mutant), mutant.tests)
+    assert result.returncode == 1, (
+        f"'{mutant.guarantee}' was broken ({mutant.id}) and its tests "
+        + ("still pass" if result.returncode == 0 else f"could not run ({result.returncode})")
+        + ":\n"
+        + result.stdout[-3000:]
+        + result.stderr[-2000:]
+    )
