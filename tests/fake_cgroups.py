@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,18 @@ class FakeKernelOs:
     with its files but refuses (EBUSY) while it holds processes or child groups.
     """
 
-    def __init__(self, root: Path, writable: bool = True) -> None:
+    def __init__(self, root: Path, writable: bool = True, read_only: Sequence[Path] = ()) -> None:
+        """`writable=False`: nothing is writable (a hub without root); `read_only`: these
+        directories are not (e.g. a devices hierarchy mounted read-only)."""
         self.root = root
         self.writable = writable
+        self.read_only = {Path(p) for p in read_only}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
     def access(self, path: Any, mode: int) -> bool:
-        if not self.writable and mode & os.W_OK:
+        if mode & os.W_OK and (not self.writable or Path(path) in self.read_only):
             return False
         return os.access(path, mode)
 

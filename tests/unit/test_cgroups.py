@@ -324,14 +324,7 @@ def test_fence_v1_without_devices(fake_v1: Path) -> None:
 
 def test_fence_v1_devices_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_v1_root(tmp_path, devices=True)
-    real_access = os.access
-
-    def devices_read_only(path: Any, mode: int) -> bool:
-        return not (Path(path) == root / "devices" and mode & os.W_OK) and real_access(path, mode)
-
-    fake_os = FakeKernelOs(root)
-    monkeypatch.setattr(fake_os, "access", devices_read_only)
-    monkeypatch.setattr(cgroups, "os", fake_os)
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, read_only=[root / "devices"]))
 
     assert cgroups.probe_fence(root).kind == "no-devices"
     assert probe(root).enforced  # memory and cpu limits still work

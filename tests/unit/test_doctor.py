@@ -276,6 +276,11 @@ def _v1_devices(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
     return root, FakeKernelOs(root)
 
 
+def _v1_devices_read_only(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v1_root(tmp_path, devices=True)
+    return root, FakeKernelOs(root, read_only=[root / "devices"])
+
+
 def _v2(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
     root = make_v2_root(tmp_path, "cpuset cpu io memory pids")
     return root, FakeKernelOs(root)
@@ -311,6 +316,7 @@ Tree = Callable[[Path], tuple[Path, FakeKernelOs]]
 TREES: list[Tree] = [
     _v1,
     _v1_devices,
+    _v1_devices_read_only,
     _v2,
     _v2_memory_only,
     _v2_no_controllers,
