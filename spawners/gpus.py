@@ -181,9 +181,9 @@ def nvml_gpus(report: NvmlReport) -> tuple[GPU, ...]:
 def _warn_unfenceable(report: NvmlReport) -> None:
     if report.unfenceable:
         log.warning(
-            "NVML gives no minor number for %s: leased as usual, but their /dev/nvidiaN nodes "
-            "cannot be denied to servers that did not lease them",
-            ", ".join(f"{g.describe()}: {g.minor_error}" for g in report.unfenceable),
+            "GPU fence incomplete: NVML gives no minor number for %s. Such GPUs are leased as "
+            "usual, but servers that did not lease them can still open their /dev/nvidiaN.",
+            "; ".join(f"{g.describe()}: {g.minor_error}" for g in report.unfenceable),
         )
 
 
