@@ -141,12 +141,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     else:
         from config.schema import parse
 
+        # The embedded default's `gpus` section (auto, no devices); default_config() would
+        # read NVML once more only to choose profiles, which the doctor does not judge.
         cfg = parse({"profiles": [{"slug": "cpu", "name": "CPU"}]})
+    # The config's own gpus section, so the doctor judges GPUs and their fence with the
+    # inventory the hub would build from it.
     return doctor.main(
         data_dir=cfg.hub.data_dir,
         proxy_command=cfg.hub.proxy_command,
         gpu_source=cfg.gpus.source,
-        configured_gpus=len(cfg.gpus.devices),
+        gpu_devices=list(cfg.gpus.devices),
         slurm_configured=False,
         multi_user=cfg.accounts.mode == "system",
     )

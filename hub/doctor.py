@@ -1,9 +1,13 @@
 """`mlrp doctor`: what this node has and lacks for running the hub, and an exit status.
 
 Each check probes one real thing (the NVIDIA driver through NVML, the proxy binary, free disk,
-root, `useradd`, the Slurm client, cgroups) and turns every expected failure into a `Check`
-that is not ok, so the admin sees a table and one fix line per problem, never a traceback.
-Exit status: 0 when every required check passes, 1 otherwise.
+root, `useradd`, the Slurm client, cgroups, the GPU fence) and turns every expected failure into
+a `Check` that is not ok, so the admin sees a table and one fix line per problem, never a
+traceback. Exit status: 0 when every required check passes, 1 otherwise.
+
+GPUs and cgroups are judged by the spawner's own code (`spawners.gpus.load_inventory`,
+`spawners.cgroups.probe`), never by a second detector here: what the doctor says is what the hub
+will do with the same `gpus` section.
 """
 
 from __future__ import annotations
@@ -12,13 +16,14 @@ import os
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TextIO
 
+from spawners.cgroups import DEFAULT_ROOT, CgroupSupport, FenceSupport, probe, probe_fence
+from spawners.gpus import GPUSourceError, Inventory, NvmlReport, load_inventory, read_nvml
+
 GIB = 1024**3
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 GPU_SOURCES = ("nvml", "config", "auto")
 
 NO_GPUS_FIX = (
@@ -47,6 +52,29 @@ CGROUP_FIX = (
     "Memory and CPU limits cannot be enforced: run on a host with cgroup v2 (memory and cpu "
     "controllers enabled) or writable cgroup v1 hierarchies; without them limits are advisory."
 )
+FENCE_V2_FIX = (
+    "To fence GPUs, run the hub on a node with the cgroup v1 devices controller (e.g. boot with "
+    "systemd.unified_cgroup_hierarchy=0 where systemd still offers it); until then a server can "
+    "open every /dev/nvidiaN, so tell users that CUDA_VISIBLE_DEVICES is a convention, not a "
+    "boundary."
+)
+FENCE_DEVICES_FIX = (
+    "Mount the cgroup v1 devices controller at /sys/fs/cgroup/devices and run the hub as root, "
+    "so that a server cannot open /dev/nvidiaN of GPUs leased to others."
+)
+FENCE_NO_CGROUPS_FIX = (
+    "Run the hub as root on a node with writable cgroup v1 hierarchies, the devices controller "
+    "among them: the fence is part of each server's cgroup, and without one nothing is denied."
+)
+FENCE_UUID_FIX = (
+    "List these GPUs in gpus.devices by their number N of /dev/nvidiaN (e.g. [0, 1]) instead "
+    "of by UUID, so the hub knows which device node to deny."
+)
+FENCE_NVML_MINOR_FIX = (
+    "NVML gave no minor number for these GPUs: check `nvidia-smi -q | grep -i minor` and update "
+    "the NVIDIA driver, or set gpus.source: config and list the GPUs by their /dev/nvidiaN "
+    "number in gpus.devices."
+)
 
 
 @dataclass
@@ -66,41 +94,7 @@ class Check:
         return "MISSING" if self.required else "WARN"
 
 
-# --- NVML -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class GpuInfo:
-    index: int
-    name: str
-    uuid: str
-    memory_gib: float
-
-
-@dataclass(frozen=True)
-class NvmlReport:
-    """What NVML said; `error` is set (and the rest empty) when NVML could not be used."""
-
-    driver: str = ""
-    cuda: str = ""
-    gpus: list[GpuInfo] = field(default_factory=list)
-    error: str = ""
-
-    @property
-    def available(self) -> bool:
-        return not self.error
-
-
-def _text(value: object) -> str:
-    """NVML strings are `str` in current pynvml and `bytes` in old releases."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
-
-
-def format_cuda_version(version: int) -> str:
-    """NVML encodes CUDA 12.4 as 12040 (1000 * major + 10 * minor)."""
-    return f"{version // 1000}.{(version % 1000) // 10}"
+# --- NVML and GPUs ----------------------------------------------------------------------------
 
 
 def _short_reason(exc: BaseException) -> str:
@@ -108,57 +102,12 @@ def _short_reason(exc: BaseException) -> str:
     return reason.splitlines()[0]
 
 
-def _read_gpus(pynvml: ModuleType) -> list[GpuInfo]:
-    gpus = []
-    for index in range(pynvml.nvmlDeviceGetCount()):
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-        gpus.append(
-            GpuInfo(
-                index=index,
-                name=_text(pynvml.nvmlDeviceGetName(handle)),
-                uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                memory_gib=int(memory.total) / GIB,
-            )
-        )
-    return gpus
-
-
-def _read_nvml(pynvml: ModuleType) -> NvmlReport:
-    return NvmlReport(
-        driver=_text(pynvml.nvmlSystemGetDriverVersion()),
-        cuda=format_cuda_version(int(pynvml.nvmlSystemGetCudaDriverVersion_v2())),
-        gpus=_read_gpus(pynvml),
-    )
-
-
-def _shutdown_nvml(pynvml: ModuleType) -> None:
-    try:
-        pynvml.nvmlShutdown()
-    except pynvml.NVMLError:
-        pass  # nothing left to release; the report is already written
-
-
-def probe_nvml() -> NvmlReport:
-    """Ask NVML for the driver, the CUDA driver version and every GPU; never raises NVML errors."""
-    try:
-        import pynvml
-    except ImportError as exc:
-        return NvmlReport(error=f"pynvml is not installed ({_short_reason(exc)})")
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return NvmlReport(error=_short_reason(exc))
-    try:
-        return _read_nvml(pynvml)
-    except pynvml.NVMLError as exc:
-        return NvmlReport(error=_short_reason(exc))
-    finally:
-        _shutdown_nvml(pynvml)
-
-
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+def _device_node(minor: int | None, minor_error: str) -> str:
+    return f"/dev/nvidia{minor}" if minor is not None else f"no minor number ({minor_error})"
 
 
 def check_nvml(report: NvmlReport) -> Check:
@@ -169,33 +118,94 @@ def check_nvml(report: NvmlReport) -> Check:
         return Check(name, False, f"NVML not available: {report.error}", False)
     lines = [f"{_plural(len(report.gpus), 'GPU')}, driver {report.driver}, CUDA {report.cuda}"]
     lines += [
-        f"GPU {gpu.index}: {gpu.name}, {gpu.memory_gib:.1f} GiB, {gpu.uuid}" for gpu in report.gpus
+        f"GPU {g.index}: {g.name}, {g.memory_mib / 1024:.1f} GiB, {g.uuid}, "
+        + _device_node(g.minor, g.minor_error)
+        for g in report.gpus
     ]
     return Check(name, True, "\n".join(lines), False)
 
 
-def check_gpus(report: NvmlReport, gpu_source: str, configured_gpus: int) -> Check:
-    """Whether the hub will have GPUs to lease, judged the way the GPU source says."""
+def hub_inventory(
+    gpu_source: str, gpu_devices: Sequence[str], report: NvmlReport
+) -> Inventory | None:
+    """The inventory the hub would build from this `gpus` section (the spawner's own
+    `load_inventory`, fed the report already read), or None when the hub would refuse to start."""
+    if gpu_source not in GPU_SOURCES:
+        return None
+    try:
+        return load_inventory(gpu_source, gpu_devices, nvml=report)
+    except GPUSourceError:
+        return None
+
+
+def check_gpus(report: NvmlReport, gpu_source: str, inventory: Inventory | None) -> Check:
+    """Whether the hub will have GPUs to lease, judged from the inventory it would build."""
     name = "GPUs usable"
     if gpu_source not in GPU_SOURCES:
         detail = f"unknown GPU source {gpu_source!r}"
         return Check(name, False, detail, True, f"Set the GPU source to one of {GPU_SOURCES}.")
-    if gpu_source == "config" or (gpu_source == "auto" and not report.available):
-        return _gpus_from_config(name, report, configured_gpus)
     required = gpu_source == "nvml"
     fix = NVML_REQUIRED_FIX if required else NO_GPUS_FIX
-    if not report.available:
+    if inventory is None:  # source nvml without NVML: the hub would refuse to start
         return Check(name, False, f"NVML not available: {report.error}", required, fix)
-    if not report.gpus:
-        return Check(name, False, "no GPUs found (NVML sees none)", required, fix)
-    return Check(name, True, f"{_plural(len(report.gpus), 'GPU')} via NVML", required)
+    count = _plural(len(inventory.gpus), "GPU")
+    if inventory.source == "nvml":
+        if not inventory.gpus:
+            return Check(name, False, "no GPUs found (NVML sees none)", required, fix)
+        return Check(name, True, f"{count} via NVML", required)
+    if inventory.source == "config":
+        seen = f"NVML sees {len(report.gpus)}" if report.available else "no NVML on this node"
+        return Check(name, True, f"{count} from config ({seen})", False)
+    return Check(name, False, "no GPUs found", False, NO_GPUS_FIX)
 
 
-def _gpus_from_config(name: str, report: NvmlReport, configured_gpus: int) -> Check:
-    if configured_gpus <= 0:
-        return Check(name, False, "no GPUs found", False, NO_GPUS_FIX)
-    seen = f"NVML sees {len(report.gpus)}" if report.available else "no NVML on this node"
-    return Check(name, True, f"{_plural(configured_gpus, 'GPU')} from config ({seen})", False)
+# --- GPU fence --------------------------------------------------------------------------------
+
+
+def _unfenceable(inventory: Inventory, report: NvmlReport) -> list[str]:
+    """One line per GPU of the inventory whose device node is unknown, saying why."""
+    by_uuid = {g.uuid: g for g in report.gpus}
+    lines = []
+    for gpu in inventory.gpus:
+        if gpu.minor is not None:
+            continue
+        found = by_uuid.get(gpu.id) if inventory.source == "nvml" else None
+        if found is not None:
+            lines.append(f"{found.describe()}: NVML gave no minor number ({found.minor_error})")
+        else:
+            lines.append(f"{gpu.id}: gpus.devices gives no /dev/nvidiaN number for it")
+    return lines
+
+
+def check_fence(inventory: Inventory | None, report: NvmlReport, fence: FenceSupport) -> Check:
+    """Whether a server is denied the device nodes of GPUs leased to others (not just told,
+    through CUDA_VISIBLE_DEVICES, which GPUs are its own). Never required: without a fence,
+    leases still work, as a convention."""
+    name = "GPU fence"
+    if inventory is None:  # the "GPUs usable" row says why and what to do
+        detail = "not judged: the hub would not start with this gpus section (see GPUs usable)"
+        return Check(name, False, detail, False)
+    if not inventory.gpus:
+        return Check(name, True, "no GPUs: nothing to fence", False)
+    advisory = "CUDA_VISIBLE_DEVICES is advisory"
+    if fence.kind == "v2":
+        detail = f"{fence.detail}, which MLRP does not do; {advisory}"
+        return Check(name, False, detail, False, FENCE_V2_FIX)
+    if fence.kind == "no-devices":
+        return Check(name, False, f"{fence.detail}: {advisory}", False, FENCE_DEVICES_FIX)
+    if fence.kind == "no-cgroups":
+        detail = f"no server cgroups ({fence.detail}): {advisory}"
+        return Check(name, False, detail, False, FENCE_NO_CGROUPS_FIX)
+    # fence.kind is "v1-devices": each server's cgroup denies the rules of the GPUs it did not
+    # lease, which needs every GPU's minor number.
+    unfenceable = _unfenceable(inventory, report)
+    denied = "GPUs leased to others are denied (cgroup v1 devices)"
+    if not unfenceable:
+        return Check(name, True, denied, False)
+    count = _plural(len(unfenceable), "GPU")
+    detail = "\n".join([f"{denied}, except {count} with no known device node:", *unfenceable])
+    fix = FENCE_NVML_MINOR_FIX if inventory.source == "nvml" else FENCE_UUID_FIX
+    return Check(name, False, detail, False, fix)
 
 
 # --- proxy, disk ------------------------------------------------------------------------------
@@ -275,30 +285,12 @@ def check_slurm_client() -> Check:
 # --- cgroups ----------------------------------------------------------------------------------
 
 
-def _cgroup_v1(root: Path) -> bool:
-    hierarchies = (root / "memory", root / "cpu")
-    return all(path.is_dir() and os.access(path, os.W_OK) for path in hierarchies)
-
-
-def _cgroup_v2(root: Path) -> bool:
-    controllers_file = root / "cgroup.controllers"
-    if not controllers_file.is_file():
-        return False
-    controllers = controllers_file.read_text().split()
-    return "memory" in controllers and "cpu" in controllers
-
-
-def check_cgroups(root: Path = CGROUP_ROOT) -> Check:
+def check_cgroups(support: CgroupSupport) -> Check:
+    """The spawner's own probe, in the words the spawn form shows."""
     name = "cgroups (memory/CPU limits)"
-    try:
-        if _cgroup_v2(root):
-            return Check(name, True, "cgroup v2 (memory, cpu)", False)
-        if _cgroup_v1(root):
-            return Check(name, True, "cgroup v1 (memory, cpu)", False)
-    except OSError as exc:
-        detail = f"not available: limits are advisory ({_short_reason(exc)})"
-        return Check(name, False, detail, False, CGROUP_FIX)
-    return Check(name, False, "not available: limits are advisory", False, CGROUP_FIX)
+    if support.enforced:
+        return Check(name, True, support.detail, False)
+    return Check(name, False, support.detail, False, CGROUP_FIX)
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -309,16 +301,19 @@ def run_checks(
     data_dir: Path,
     proxy_command: list[str],
     gpu_source: str,
-    configured_gpus: int,
+    gpu_devices: Sequence[str] = (),
     slurm_configured: bool,
     min_free_gb: float = 2.0,
     multi_user: bool = True,
+    cgroup_root: Path = DEFAULT_ROOT,
 ) -> list[Check]:
-    """Probe this node. `multi_user=False` is developer single-user mode: root is not needed."""
-    nvml = probe_nvml()
+    """Probe this node for a hub configured with `gpus: {source: gpu_source, devices:
+    gpu_devices}`. `multi_user=False` is developer single-user mode: root is not needed."""
+    nvml = read_nvml()
+    inventory = hub_inventory(gpu_source, gpu_devices, nvml)
     checks = [
         check_nvml(nvml),
-        check_gpus(nvml, gpu_source, configured_gpus),
+        check_gpus(nvml, gpu_source, inventory),
         check_proxy(proxy_command),
         check_disk(Path(data_dir), min_free_gb),
         check_root(multi_user),
@@ -327,7 +322,8 @@ def run_checks(
         checks.append(check_useradd(required=_is_root()))
     if slurm_configured:
         checks.append(check_slurm_client())
-    checks.append(check_cgroups())
+    checks.append(check_cgroups(probe(cgroup_root)))
+    checks.append(check_fence(inventory, nvml, probe_fence(cgroup_root)))
     return checks
 
 
@@ -364,19 +360,23 @@ def main(
     data_dir: Path,
     proxy_command: list[str],
     gpu_source: str,
-    configured_gpus: int,
+    gpu_devices: Sequence[str] = (),
     slurm_configured: bool,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
     multi_user: bool = True,
+    cgroup_root: Path = DEFAULT_ROOT,
 ) -> int:
-    """Print the table and a summary line; return 0 when every required check passes, else 1."""
+    """Print the table and a summary line to `out` (standard output when None, looked up at call
+    time); return 0 when every required check passes, else 1."""
+    out = sys.stdout if out is None else out
     checks = run_checks(
         data_dir=data_dir,
         proxy_command=proxy_command,
         gpu_source=gpu_source,
-        configured_gpus=configured_gpus,
+        gpu_devices=gpu_devices,
         slurm_configured=slurm_configured,
         multi_user=multi_user,
+        cgroup_root=cgroup_root,
     )
     out.write(render_table(checks))
     out.write("\n" + _summary(checks) + "\n")

@@ -192,7 +192,7 @@ def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
         )
     detail = f"cgroup {layout.kind} ({', '.join(layout.controllers)})"
     if _devices_usable(root, layout.kind):
-        detail += "; GPUs leased to others are fenced (devices)"
+        detail += "; GPU device nodes can be fenced (devices)"
     missing = [c for c in CONTROLLERS if c not in layout.controllers]
     if missing:
         detail += f"; no {' or '.join(missing)} controller: those limits are advisory"
@@ -202,6 +202,38 @@ def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
 def _devices_usable(root: Path, kind: str) -> bool:
     deny = root / "devices" / "devices.deny"
     return kind == "v1" and deny.is_file() and os.access(root / "devices", os.W_OK)
+
+
+@dataclass(frozen=True)
+class FenceSupport:
+    """Whether :meth:`ServerCgroup.create` denies device nodes (GPUs leased to others) here."""
+
+    enforced: bool
+    # "v1-devices" (enforced), "v2" (no devices controller exists), "no-devices" (v1 without a
+    # writable devices controller) or "no-cgroups" (no server cgroups are made at all).
+    kind: str
+    detail: str
+
+
+def probe_fence(root: Path = DEFAULT_ROOT) -> FenceSupport:
+    """Say whether a server's cgroup would fence device nodes under ``root``.
+
+    Follows the same path as :meth:`ServerCgroup.create`: no usable, writable memory or cpu
+    controller means no cgroup at all, hence no fence either.
+    """
+    layout = _detect(root)
+    if not layout.controllers or not layout.writable:
+        return FenceSupport(False, "no-cgroups", probe(root).detail)
+    if layout.kind == "v2":
+        # v2 has no devices controller: device access is an eBPF program attached to the group.
+        return FenceSupport(False, "v2", f"cgroup v2 only (at {root}): fencing devices needs eBPF")
+    if not _devices_usable(root, layout.kind):
+        return FenceSupport(
+            False,
+            "no-devices",
+            f"no writable cgroup v1 devices controller at {root / 'devices'} (uid {os.geteuid()})",
+        )
+    return FenceSupport(True, "v1-devices", f"cgroup v1 devices controller at {root / 'devices'}")
 
 
 def _check_name(name: str) -> None:

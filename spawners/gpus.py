@@ -5,7 +5,12 @@ list (machines without GPUs, such as CI, describe a pretend inventory that way).
 the shared Records store, so a hub restart neither leaks nor double-assigns a GPU.
 
 What goes into CUDA_VISIBLE_DEVICES: the NVML UUID (stable across reboots and independent of
-CUDA's device ordering) or the configured id verbatim.
+CUDA's device ordering) or the configured id verbatim. Each GPU also carries its minor number N
+of /dev/nvidiaN when known (from NVML, or a numeric configured id), so that a server's cgroup
+can deny the device nodes of GPUs leased to others (see spawners/cgroups.py).
+
+:func:`read_nvml` is the one NVML reader: the hub's inventory, the embedded default config and
+`mlrp doctor` all see the same GPUs through it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
+from types import ModuleType
 
 from spawners.records import Lease, Records
 
@@ -21,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 NVIDIA_MAJOR = 195  # /dev/nvidiaN is character device 195:N
+MIB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,55 +57,174 @@ class GPUSourceError(Exception):
     """The configured GPU source cannot be used (e.g. source: nvml on a node without NVML)."""
 
 
-def discover_nvml() -> list[GPU] | None:
-    """GPUs NVML reports, or None when NVML (the driver) is not available."""
+@dataclass(frozen=True)
+class NvmlGPU:
+    """One GPU as NVML describes it."""
+
+    index: int  # NVML's enumeration order (not CUDA's, and not the N of /dev/nvidiaN)
+    uuid: str
+    name: str
+    memory_mib: int
+    minor: int | None  # N of /dev/nvidiaN; None when NVML could not say
+    minor_error: str = ""  # why NVML could not say, for the log and `mlrp doctor`
+
+    def describe(self) -> str:
+        """How admins recognise the GPU: its index (nvidia-smi's) and UUID."""
+        return f"GPU {self.index} ({self.uuid})"
+
+
+@dataclass(frozen=True)
+class NvmlReport:
+    """What NVML said; `error` is set (and the rest empty) when NVML could not be used."""
+
+    driver: str = ""
+    cuda: str = ""  # the CUDA version the driver supports, e.g. "12.4"
+    gpus: tuple[NvmlGPU, ...] = ()
+    error: str = ""
+
+    @property
+    def available(self) -> bool:
+        return not self.error
+
+    @property
+    def unfenceable(self) -> tuple[NvmlGPU, ...]:
+        """GPUs whose device node is unknown: they can be leased but not fenced off."""
+        return tuple(g for g in self.gpus if g.minor is None)
+
+
+def format_cuda_version(version: int) -> str:
+    """NVML encodes CUDA 12.4 as 12040 (1000 * major + 10 * minor)."""
+    return f"{version // 1000}.{(version % 1000) // 10}"
+
+
+def _text(value: object) -> str:
+    """NVML strings are `str` in current pynvml and `bytes` in old releases."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
+
+
+def _reason(exc: BaseException) -> str:
+    reason = str(exc).strip() or type(exc).__name__
+    return reason.splitlines()[0]
+
+
+def _read_minor(pynvml: ModuleType, handle: object) -> tuple[int | None, str]:
+    # Some platforms answer "Not Supported" here. That GPU must stay leasable: only its fence is
+    # lost, and guessing the node from the index could deny the wrong GPU (or allow the right).
+    try:
+        return int(pynvml.nvmlDeviceGetMinorNumber(handle)), ""
+    except pynvml.NVMLError as e:
+        return None, _reason(e)
+
+
+def _read_gpu(pynvml: ModuleType, index: int) -> NvmlGPU:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    minor, minor_error = _read_minor(pynvml, handle)
+    return NvmlGPU(
+        index=index,
+        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        name=_text(pynvml.nvmlDeviceGetName(handle)),
+        memory_mib=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) // MIB,
+        minor=minor,
+        minor_error=minor_error,
+    )
+
+
+def _read_report(pynvml: ModuleType) -> NvmlReport:
+    return NvmlReport(
+        driver=_text(pynvml.nvmlSystemGetDriverVersion()),
+        cuda=format_cuda_version(int(pynvml.nvmlSystemGetCudaDriverVersion_v2())),
+        gpus=tuple(_read_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())),
+    )
+
+
+def _shutdown(pynvml: ModuleType) -> None:
+    try:
+        pynvml.nvmlShutdown()
+    except pynvml.NVMLError as e:
+        log.debug("nvmlShutdown failed (nothing left to release): %s", e)
+
+
+def read_nvml() -> NvmlReport:
+    """Ask NVML for the driver, the CUDA driver version and every GPU; never raises NVML errors.
+
+    The one NVML reader: the hub's inventory, the embedded default config and `mlrp doctor` all
+    see the same GPUs. NVML is always shut down again, also when a call fails halfway.
+    """
     try:
         import pynvml
-    except ImportError:
-        return None
+    except ImportError as e:
+        return NvmlReport(error=f"pynvml is not installed ({_reason(e)})")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as e:
-        log.debug("NVML not available: %s", e)
-        return None
+        return NvmlReport(error=_reason(e))
     try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            uuid = pynvml.nvmlDeviceGetUUID(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024)
-            try:
-                minor: int | None = int(pynvml.nvmlDeviceGetMinorNumber(h))
-            except pynvml.NVMLError:
-                minor = None
-            gpus.append(
-                GPU(
-                    id=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
-                    name=name.decode() if isinstance(name, bytes) else str(name),
-                    memory_mib=int(mem),
-                    minor=minor,
-                )
-            )
-        return gpus
+        return _read_report(pynvml)
+    except pynvml.NVMLError as e:
+        # The driver loaded but a GPU stopped answering: worth a warning, unlike a node
+        # without a driver (the common CPU-only case).
+        log.warning("NVML failed while listing GPUs: %s", e)
+        return NvmlReport(error=_reason(e))
     finally:
-        pynvml.nvmlShutdown()
+        _shutdown(pynvml)
 
 
-def load_inventory(source: str, devices: Iterable[str]) -> Inventory:
-    """Resolve the YAML's `gpus` section into an inventory."""
+def nvml_gpus(report: NvmlReport) -> tuple[GPU, ...]:
+    """The inventory entries for what NVML found: UUIDs as ids, minors from NVML."""
+    return tuple(
+        GPU(id=g.uuid, name=g.name, memory_mib=g.memory_mib, minor=g.minor) for g in report.gpus
+    )
+
+
+def _warn_unfenceable(report: NvmlReport) -> None:
+    if report.unfenceable:
+        log.warning(
+            "GPU fence incomplete: NVML gives no minor number for %s. Such GPUs are leased as "
+            "usual, but servers that did not lease them can still open their /dev/nvidiaN.",
+            "; ".join(f"{g.describe()}: {g.minor_error}" for g in report.unfenceable),
+        )
+
+
+def discover_nvml() -> list[GPU] | None:
+    """GPUs NVML reports, or None when NVML (the driver) is not available.
+
+    Logs one warning naming the GPUs that cannot be fenced (no minor number), per call.
+    """
+    report = read_nvml()
+    if not report.available:
+        log.debug("NVML not available: %s", report.error)
+        return None
+    _warn_unfenceable(report)
+    return list(nvml_gpus(report))
+
+
+def load_inventory(
+    source: str, devices: Iterable[str], nvml: NvmlReport | None = None
+) -> Inventory:
+    """Resolve the YAML's `gpus` section into an inventory.
+
+    NVML is read here, with one warning naming the GPUs that cannot be fenced, unless `nvml`
+    hands in a report already read: `mlrp doctor` reads NVML once for all its rows and names
+    those GPUs in its table instead.
+    """
     # Without NVML, a numeric id is the index N of /dev/nvidiaN (what Slurm's gres.conf and
     # nvidia-smi -L use on a node whose driver is not loaded yet); UUIDs have no known node.
     configured = tuple(GPU(id=d, minor=int(d) if d.isdigit() else None) for d in devices)
     if source == "config":
         return Inventory(configured, "config" if configured else "none")
-    found = discover_nvml()
-    if found is not None:
-        return Inventory(tuple(found), "nvml")
+    report = read_nvml() if nvml is None else nvml
+    if report.available:
+        if nvml is None:
+            _warn_unfenceable(report)
+        return Inventory(nvml_gpus(report), "nvml")
+    log.debug("NVML not available: %s", report.error)
     if source == "nvml":
         raise GPUSourceError(
-            "'nvml' is required but NVML is not available on this node: install the NVIDIA "
-            "driver (nvidia-smi must work), or set gpus.source to 'config' and list gpus.devices."
+            f"'nvml' is required but NVML is not available on this node ({report.error}): "
+            "install the NVIDIA driver (nvidia-smi must work), or set gpus.source to 'config' "
+            "and list gpus.devices."
         )
     return Inventory(configured, "config" if configured else "none")
 

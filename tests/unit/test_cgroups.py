@@ -8,7 +8,6 @@ their limits; those tests skip, naming what is missing, where cgroups are not wr
 
 from __future__ import annotations
 
-import errno
 import itertools
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_cgroups import FakeKernelOs, make_v1_root, make_v2_root
 
 from spawners import cgroups
 from spawners.cgroups import CgroupError, Limits, ServerCgroup, parse_memory, probe
@@ -109,73 +109,13 @@ def test_create_accepts_safe_names(name: str, fake_v2: Path) -> None:
     assert cg.paths == [fake_v2 / "mlrp" / name]
 
 
-# --- a fake cgroup tree -------------------------------------------------------------------------
-
-
-class FakeKernelOs:
-    """The os module as cgroups.py sees it, with mkdir/rmdir acting like cgroupfs.
-
-    On cgroupfs, mkdir makes a group whose interface files appear at once (on v2, only those of
-    the controllers its parent enables in cgroup.subtree_control) and rmdir removes a group
-    with its files but refuses (EBUSY) while it holds processes or child groups.
-    """
-
-    def __init__(self, root: Path, writable: bool = True) -> None:
-        self.root = root
-        self.writable = writable
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-    def access(self, path: Any, mode: int) -> bool:
-        if not self.writable and mode & os.W_OK:
-            return False
-        return os.access(path, mode)
-
-    def mkdir(self, path: Any, mode: int = 0o777) -> None:
-        path = Path(path)
-        os.mkdir(path, mode)
-        parent = path.parent
-        if (parent / "cgroup.subtree_control").exists():
-            enabled = (parent / "cgroup.subtree_control").read_text().replace("+", " ").split()
-            files = {"cgroup.procs": "", "cgroup.subtree_control": ""}
-            files["cgroup.controllers"] = " ".join(enabled)
-            if "memory" in enabled:
-                files["memory.max"] = "max\n"
-            if "cpu" in enabled:
-                files["cpu.max"] = "max 100000\n"
-        else:  # v1: a group has the same interface files as its parent
-            files = {p.name: "" for p in parent.iterdir() if p.is_file()}
-        for file_name, text in files.items():
-            (path / file_name).write_text(text)
-
-    def rmdir(self, path: Any) -> None:
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
-        busy = (path / "cgroup.procs").read_text().strip() or any(
-            p.is_dir() for p in path.iterdir()
-        )
-        if busy:
-            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
-        for p in path.iterdir():
-            p.unlink()
-        os.rmdir(path)
-
-
-def _make_v2_root(tmp_path: Path, controllers: str, subtree: str = "") -> Path:
-    root = tmp_path / "cgroup"
-    root.mkdir()
-    (root / "cgroup.controllers").write_text(controllers + "\n")
-    (root / "cgroup.subtree_control").write_text(subtree)
-    (root / "cgroup.procs").write_text("1\n")
-    return root
+# --- a fake cgroup tree (tests/fake_cgroups.py) --------------------------------------------------
 
 
 @pytest.fixture
 def fake_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A pure cgroup v2 root offering cpu and memory, none enabled for children yet."""
-    root = _make_v2_root(tmp_path, "cpuset cpu io memory pids")
+    root = make_v2_root(tmp_path, "cpuset cpu io memory pids")
     monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
     return root
 
@@ -183,16 +123,7 @@ def fake_v2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture
 def fake_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A hybrid v1 root: memory and cpu hierarchies, plus a cgroup2 mount with no controllers."""
-    root = tmp_path / "cgroup"
-    files = {
-        "memory": ["cgroup.procs", "memory.limit_in_bytes", "memory.usage_in_bytes"],
-        "cpu": ["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.shares"],
-        "unified": ["cgroup.procs", "cgroup.controllers", "cgroup.subtree_control"],
-    }
-    for controller, names in files.items():
-        (root / controller).mkdir(parents=True)
-        for name in names:
-            (root / controller / name).write_text("")
+    root = make_v1_root(tmp_path)
     monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
     return root
 
@@ -217,7 +148,7 @@ def test_create_v2_writes_limits_after_enabling_controllers(fake_v2: Path) -> No
 
 
 def test_create_v2_leaves_enabled_controllers_alone(tmp_path: Path, monkeypatch: Any) -> None:
-    root = _make_v2_root(tmp_path, "cpu memory", subtree="cpu memory")
+    root = make_v2_root(tmp_path, "cpu memory", subtree="cpu memory")
     monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
 
     assert ServerCgroup.create("bob", Limits(cpus=1.5, memory_bytes=None), root=root)
@@ -280,7 +211,7 @@ def test_remove_leaves_a_busy_group_and_warns(fake_v2: Path, caplog: Any) -> Non
 def test_v2_without_cpu_controller_enforces_memory_only(
     tmp_path: Path, monkeypatch: Any, caplog: Any
 ) -> None:
-    root = _make_v2_root(tmp_path, "io memory pids")
+    root = make_v2_root(tmp_path, "io memory pids")
     monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
 
     support = probe(root)
@@ -298,7 +229,7 @@ def test_v2_without_cpu_controller_enforces_memory_only(
 def test_not_writable_means_advisory_and_create_does_nothing(
     tmp_path: Path, monkeypatch: Any
 ) -> None:
-    root = _make_v2_root(tmp_path, "cpu memory")
+    root = make_v2_root(tmp_path, "cpu memory")
     monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, writable=False))
 
     support = probe(root)
@@ -357,6 +288,66 @@ def test_recreate_v1_lifts_limits_with_minus_one(fake_v1: Path) -> None:
     assert cg is not None
     assert (cg.paths[0] / "memory.limit_in_bytes").read_text() == "-1"
     assert (cg.paths[1] / "cpu.cfs_quota_us").read_text() == "-1"
+
+
+# --- the GPU fence: detection, on the fake trees ------------------------------------------------
+
+DENY_GPU_4 = Limits(cpus=1, memory_bytes=None, denied_devices=("c 195:4 rwm",))
+
+
+def _fences(root: Path) -> bool:
+    """Whether ServerCgroup.create really writes a devices.deny line under `root`."""
+    cg = ServerCgroup.create("alice", DENY_GPU_4, root=root)
+    deny = root / "devices" / cgroups.PARENT / "alice" / "devices.deny"
+    return cg is not None and deny.is_file() and deny.read_text() == "c 195:4 rwm"
+
+
+def test_fence_v1_with_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_v1_root(tmp_path, devices=True)
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root))
+
+    fence = cgroups.probe_fence(root)
+
+    assert (fence.enforced, fence.kind) == (True, "v1-devices")
+    assert str(root / "devices") in fence.detail
+    assert "devices" in probe(root).detail  # what the spawn form and hub log say
+    assert _fences(root)
+
+
+def test_fence_v1_without_devices(fake_v1: Path) -> None:
+    fence = cgroups.probe_fence(fake_v1)
+
+    assert (fence.enforced, fence.kind) == (False, "no-devices")
+    assert fence.detail.startswith(f"no writable cgroup v1 devices controller at {fake_v1}")
+    assert not _fences(fake_v1)
+
+
+def test_fence_v1_devices_not_writable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_v1_root(tmp_path, devices=True)
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, read_only=[root / "devices"]))
+
+    assert cgroups.probe_fence(root).kind == "no-devices"
+    assert probe(root).enforced  # memory and cpu limits still work
+    assert not _fences(root)
+
+
+def test_fence_v2_needs_ebpf(fake_v2: Path) -> None:
+    fence = cgroups.probe_fence(fake_v2)
+
+    assert (fence.enforced, fence.kind) == (False, "v2")
+    assert fence.detail == f"cgroup v2 only (at {fake_v2}): fencing devices needs eBPF"
+    assert not _fences(fake_v2)
+
+
+def test_no_cgroups_no_fence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_v1_root(tmp_path, devices=True)
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, writable=False))
+
+    fence = cgroups.probe_fence(root)
+
+    assert (fence.enforced, fence.kind) == (False, "no-cgroups")
+    assert fence.detail == probe(root).detail  # the reason the limits are advisory
+    assert not _fences(root)
 
 
 # --- real enforcement on this machine -----------------------------------------------------------

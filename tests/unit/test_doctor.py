@@ -1,20 +1,31 @@
 """`mlrp doctor` on this machine (no GPU, no NVML library) and, for the GPU rows, with a stand-in
-`pynvml` module, since no GPU is here to report on."""
+`pynvml` module (tests/fake_nvml.py), since no GPU is here to report on. Cgroup rows are checked
+on the fake cgroup trees of tests/fake_cgroups.py, against the spawner's own `probe()`.
+"""
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
+from typing import Any
 
 import pytest
+import yaml
+from fake_cgroups import FakeKernelOs, make_v1_root, make_v2_root
+from fake_nvml import FakeGPU, fake_pynvml
 
-from hub import doctor
+from hub import cli, doctor
 from hub.doctor import Check
+from spawners import cgroups
+from spawners.cgroups import Limits, ServerCgroup, probe
+from spawners.gpus import load_inventory, read_nvml
 
 pytestmark = pytest.mark.unit
 
@@ -22,7 +33,7 @@ GIB = 1024**3
 
 
 def _nvml_loads() -> bool:
-    return doctor.probe_nvml().available
+    return read_nvml().available
 
 
 needs_no_nvml = pytest.mark.skipif(
@@ -35,7 +46,7 @@ def _checks(tmp_path: Path, **overrides: object) -> list[Check]:
         "data_dir": tmp_path,
         "proxy_command": ["/bin/true"],
         "gpu_source": "auto",
-        "configured_gpus": 0,
+        "gpu_devices": [],
         "slurm_configured": False,
         "multi_user": False,
     }
@@ -49,7 +60,7 @@ def _main(tmp_path: Path, **overrides: object) -> tuple[int, str]:
         "data_dir": tmp_path,
         "proxy_command": ["/bin/true"],
         "gpu_source": "auto",
-        "configured_gpus": 0,
+        "gpu_devices": [],
         "slurm_configured": False,
         "multi_user": False,
         "out": out,
@@ -103,14 +114,15 @@ def test_auto_source_without_gpus_warns_and_passes(tmp_path: Path) -> None:
 
 @needs_no_nvml
 def test_config_source_reports_configured_gpus(tmp_path: Path) -> None:
-    gpus = _by_name(_checks(tmp_path, gpu_source="config", configured_gpus=4), "GPUs usable")
+    devices = ["0", "1", "2", "3"]
+    gpus = _by_name(_checks(tmp_path, gpu_source="config", gpu_devices=devices), "GPUs usable")
     assert gpus.ok
     assert gpus.detail == "4 GPUs from config (no NVML on this node)"
 
 
 @needs_no_nvml
 def test_auto_source_falls_back_to_configured_gpus(tmp_path: Path) -> None:
-    gpus = _by_name(_checks(tmp_path, gpu_source="auto", configured_gpus=2), "GPUs usable")
+    gpus = _by_name(_checks(tmp_path, gpu_source="auto", gpu_devices=["0", "1"]), "GPUs usable")
     assert gpus.ok
     assert gpus.detail == "2 GPUs from config (no NVML on this node)"
 
@@ -227,7 +239,7 @@ def test_slurm_configured_without_client_fails(
     empty = tmp_path / "empty-path"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    code, output = _main(tmp_path, slurm_configured=True, configured_gpus=1, gpu_source="config")
+    code, output = _main(tmp_path, slurm_configured=True, gpu_devices=["0"], gpu_source="config")
     assert code == 1
     assert _row(output, "Slurm client").startswith("MISSING")
     assert "not found on PATH: sinfo, sbatch" in output
@@ -251,32 +263,120 @@ def test_no_slurm_row_when_slurm_not_configured(tmp_path: Path) -> None:
     assert "Slurm client" not in [c.name for c in _checks(tmp_path, slurm_configured=False)]
 
 
-# --- cgroups -----------------------------------------------------------------------------------
+# --- cgroups: the spawner's own probe, on fake trees --------------------------------------------
 
 
-def test_cgroup_v2_with_memory_and_cpu(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids\n")
-    check = doctor.check_cgroups(tmp_path)
-    assert (check.ok, check.required, check.detail) == (True, False, "cgroup v2 (memory, cpu)")
+def _v1(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v1_root(tmp_path)
+    return root, FakeKernelOs(root)
 
 
-def test_cgroup_v2_without_memory_controller_is_advisory(tmp_path: Path) -> None:
-    (tmp_path / "cgroup.controllers").write_text("cpuset cpu io pids\n")
-    check = doctor.check_cgroups(tmp_path)
-    assert (check.ok, check.detail) == (False, "not available: limits are advisory")
-    assert check.status == "WARN"
+def _v1_devices(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v1_root(tmp_path, devices=True)
+    return root, FakeKernelOs(root)
 
 
-def test_cgroup_v1_hierarchies(tmp_path: Path) -> None:
-    (tmp_path / "memory").mkdir()
-    (tmp_path / "cpu").mkdir()
-    check = doctor.check_cgroups(tmp_path)
-    assert (check.ok, check.detail) == (True, "cgroup v1 (memory, cpu)")
+def _v1_devices_read_only(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v1_root(tmp_path, devices=True)
+    return root, FakeKernelOs(root, read_only=[root / "devices"])
 
 
-def test_cgroup_v1_needs_both_hierarchies(tmp_path: Path) -> None:
-    (tmp_path / "memory").mkdir()
-    assert not doctor.check_cgroups(tmp_path).ok
+def _v2(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v2_root(tmp_path, "cpuset cpu io memory pids")
+    return root, FakeKernelOs(root)
+
+
+def _v2_memory_only(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v2_root(tmp_path, "io memory pids")
+    return root, FakeKernelOs(root)
+
+
+def _v2_no_controllers(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v2_root(tmp_path, "cpuset io pids")
+    return root, FakeKernelOs(root)
+
+
+def _v2_read_only(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v2_root(tmp_path, "cpu memory")
+    return root, FakeKernelOs(root, writable=False)
+
+
+def _v1_read_only(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = make_v1_root(tmp_path, devices=True)
+    return root, FakeKernelOs(root, writable=False)
+
+
+def _nothing(tmp_path: Path) -> tuple[Path, FakeKernelOs]:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    return root, FakeKernelOs(root)
+
+
+Tree = Callable[[Path], tuple[Path, FakeKernelOs]]
+TREES: list[Tree] = [
+    _v1,
+    _v1_devices,
+    _v1_devices_read_only,
+    _v2,
+    _v2_memory_only,
+    _v2_no_controllers,
+    _v2_read_only,
+    _v1_read_only,
+    _nothing,
+]
+
+
+def _tree(tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root, fake_os = tree(tmp_path)
+    monkeypatch.setattr(cgroups, "os", fake_os)
+    return root
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda t: t.__name__.strip("_"))
+def test_cgroup_row_agrees_with_the_spawner(
+    tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(tree, tmp_path, monkeypatch)
+    support = probe(root)
+
+    row = _by_name(_checks(tmp_path, cgroup_root=root), "cgroups (memory/CPU limits)")
+
+    assert (row.ok, row.detail, row.required) == (support.enforced, support.detail, False)
+    assert row.fix == ("" if row.ok else doctor.CGROUP_FIX)
+    # ... and with what the spawner then does: a cgroup is made exactly where the row says OK.
+    made = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=2**30), root=root)
+    assert (made is not None) == row.ok
+
+
+@pytest.mark.parametrize("tree", TREES, ids=lambda t: t.__name__.strip("_"))
+def test_fence_row_agrees_with_the_spawner(
+    tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([FakeGPU("GPU-a", minor=4)]))
+    root = _tree(tree, tmp_path, monkeypatch)
+
+    row = _by_name(_checks(tmp_path, cgroup_root=root), "GPU fence")
+
+    # A server that did not lease GPU-a gets its device rule denied, or the row says it is not.
+    limits = Limits(cpus=1, memory_bytes=None, denied_devices=("c 195:4 rwm",))
+    made = ServerCgroup.create("bob", limits, root=root)
+    deny = root / "devices" / cgroups.PARENT / "bob" / "devices.deny"
+    fenced = made is not None and deny.is_file() and deny.read_text() == "c 195:4 rwm"
+    assert row.ok == fenced, row
+
+
+def test_cgroup_row_words_are_the_spawn_forms(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _tree(_v1_devices, tmp_path, monkeypatch)
+    row = _by_name(_checks(tmp_path, cgroup_root=root), "cgroups (memory/CPU limits)")
+    assert row.detail == "cgroup v1 (memory, cpu); GPU device nodes can be fenced (devices)"
+
+    (tmp_path / "v2").mkdir()
+    root = _tree(_v2_memory_only, tmp_path / "v2", monkeypatch)
+    row = _by_name(_checks(tmp_path, cgroup_root=root), "cgroups (memory/CPU limits)")
+    assert row.ok
+    assert row.detail == "cgroup v2 (memory); no cpu controller: those limits are advisory"
 
 
 # --- table -------------------------------------------------------------------------------------
@@ -305,64 +405,51 @@ def test_render_table_indents_multi_line_details() -> None:
     assert "fix:" not in lines
 
 
-# --- GPU present: a stand-in pynvml, since this machine has no GPU ------------------------------
+# --- GPU present: tests/fake_nvml.py, since this machine has no GPU -------------------------
+
+H100S = [FakeGPU(f"GPU-{i}aaaaaaa-0000-0000-0000-00000000000{i}", minor=4 + i) for i in range(4)]
 
 
-class FakeNVMLError(Exception):
-    pass
-
-
-def _fake_pynvml(*, fail_on_name: bool = False) -> tuple[ModuleType, list[str]]:
-    """Two GPUs, driver 550.54.15, CUDA 12.4; records nvmlInit/nvmlShutdown calls."""
-    calls: list[str] = []
-    gpus = [
-        ("NVIDIA A100-SXM4-80GB", "GPU-11111111-2222-3333-4444-555555555555", 80 * GIB),
-        ("NVIDIA RTX A5000", "GPU-66666666-7777-8888-9999-000000000000", 24 * GIB),
-    ]
-
-    def name(handle: int) -> str:
-        if fail_on_name:
-            raise FakeNVMLError("GPU is lost")
-        return gpus[handle][0]
-
-    fake = ModuleType("pynvml")
-    fake.NVMLError = FakeNVMLError  # type: ignore[attr-defined]
-    fake.nvmlInit = lambda: calls.append("init")  # type: ignore[attr-defined]
-    fake.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
-    fake.nvmlSystemGetDriverVersion = lambda: "550.54.15"  # type: ignore[attr-defined]
-    fake.nvmlSystemGetCudaDriverVersion_v2 = lambda: 12040  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetCount = lambda: len(gpus)  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetHandleByIndex = lambda index: index  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetName = name  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetUUID = lambda handle: gpus[handle][1].encode()  # type: ignore[attr-defined]
-    fake.nvmlDeviceGetMemoryInfo = (  # type: ignore[attr-defined]
-        lambda handle: SimpleNamespace(total=gpus[handle][2], free=0, used=0)
-    )
-    return fake, calls
-
-
-def test_nvml_detail_lists_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, calls = _fake_pynvml()
+def _install(monkeypatch: pytest.MonkeyPatch, gpus: Sequence[FakeGPU], **kw: Any) -> ModuleType:
+    fake = fake_pynvml(gpus, **kw)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
+
+
+@pytest.fixture
+def v1_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake v1 tree with a writable devices controller: the fence works."""
+    return _tree(_v1_devices, tmp_path, monkeypatch)
+
+
+def test_nvml_detail_lists_gpus_with_their_device_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _install(
+        monkeypatch,
+        [
+            FakeGPU("GPU-1111", "NVIDIA A100-SXM4-80GB", 81920, minor=4),
+            FakeGPU("GPU-6666", "NVIDIA RTX A5000", 24564, minor=None),
+        ],
+    )
     checks = _checks(tmp_path, gpu_source="nvml")
     nvml = _by_name(checks, "NVIDIA driver / NVML")
     assert nvml.ok
     assert nvml.detail.splitlines() == [
         "2 GPUs, driver 550.54.15, CUDA 12.4",
-        "GPU 0: NVIDIA A100-SXM4-80GB, 80.0 GiB, GPU-11111111-2222-3333-4444-555555555555",
-        "GPU 1: NVIDIA RTX A5000, 24.0 GiB, GPU-66666666-7777-8888-9999-000000000000",
+        "GPU 0: NVIDIA A100-SXM4-80GB, 80.0 GiB, GPU-1111, /dev/nvidia4",
+        "GPU 1: NVIDIA RTX A5000, 24.0 GiB, GPU-6666, no minor number (Not Supported)",
     ]
     gpus = _by_name(checks, "GPUs usable")
     assert (gpus.ok, gpus.required, gpus.detail) == (True, True, "2 GPUs via NVML")
-    assert calls == ["init", "shutdown"]
+    assert fake.lifecycle == ["init", "shutdown"]  # read once, for every row
 
 
 def test_main_with_gpus_prints_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fake, _ = _fake_pynvml()
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    _install(monkeypatch, [FakeGPU("GPU-a", "NVIDIA RTX A5000", 24564)], cuda=11080)
     code, output = _main(tmp_path, gpu_source="nvml")
     assert code == 0, output
-    assert "CUDA 12.4" in output
+    assert "1 GPU, driver 550.54.15, CUDA 11.8" in output
     assert "NVIDIA RTX A5000, 24.0 GiB" in output
     assert _row(output, "GPUs usable").startswith("OK")
 
@@ -370,16 +457,212 @@ def test_main_with_gpus_prints_them(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_nvml_error_mid_probe_still_shuts_down(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake, calls = _fake_pynvml(fail_on_name=True)
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    fake = _install(monkeypatch, H100S)
+    fake.fail_on["nvmlDeviceGetName"] = "GPU is lost"
     checks = _checks(tmp_path, gpu_source="nvml")
     assert _by_name(checks, "NVIDIA driver / NVML").detail == "NVML not available: GPU is lost"
-    assert not _by_name(checks, "GPUs usable").ok
-    assert calls == ["init", "shutdown"]
+    gpus = _by_name(checks, "GPUs usable")
+    assert (gpus.ok, gpus.detail) == (False, "NVML not available: GPU is lost")
+    assert fake.lifecycle == ["init", "shutdown"]
     assert doctor.exit_code(checks) == 1
 
 
-def test_cuda_version_formatting() -> None:
-    assert doctor.format_cuda_version(12040) == "12.4"
-    assert doctor.format_cuda_version(11080) == "11.8"
-    assert doctor.format_cuda_version(12010) == "12.1"
+def test_nvml_that_sees_no_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, [])
+    # The hub uses NVML's (empty) answer even with gpus.devices set: so does the doctor.
+    checks = _checks(tmp_path, gpu_source="auto", gpu_devices=["0", "1"])
+    gpus = _by_name(checks, "GPUs usable")
+    assert (gpus.ok, gpus.detail, gpus.fix) == (
+        False,
+        "no GPUs found (NVML sees none)",
+        doctor.NO_GPUS_FIX,
+    )
+    assert _by_name(checks, "GPU fence").detail == "no GPUs: nothing to fence"
+
+
+@pytest.mark.parametrize(
+    ("source", "devices", "fake_gpus"),
+    [
+        ("auto", ["0", "1"], H100S),
+        ("auto", ["0", "1"], None),
+        ("config", ["0", "GPU-x", "2"], H100S),
+        ("nvml", [], H100S[:2]),
+        ("auto", [], None),
+    ],
+)
+def test_gpus_row_counts_what_the_hub_would_lease(
+    source: str,
+    devices: list[str],
+    fake_gpus: list[FakeGPU] | None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if fake_gpus is None:
+        _install(monkeypatch, [], init_error="NVML Shared Library Not Found")
+    else:
+        _install(monkeypatch, fake_gpus)
+    hub = load_inventory(source, devices)
+    row = _by_name(_checks(tmp_path, gpu_source=source, gpu_devices=devices), "GPUs usable")
+    if hub.gpus:
+        assert row.ok
+        assert row.detail.startswith(f"{len(hub.gpus)} GPU")
+    else:
+        assert (row.ok, row.detail) == (False, "no GPUs found")
+
+
+# --- GPU fence ---------------------------------------------------------------------------------
+
+
+def test_fence_ok_when_every_gpu_has_a_minor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v1_devices: Path
+) -> None:
+    _install(monkeypatch, H100S)
+    fence = _by_name(_checks(tmp_path, cgroup_root=v1_devices), "GPU fence")
+    assert (fence.ok, fence.required, fence.status) == (True, False, "OK")
+    assert fence.detail == "GPUs leased to others are denied (cgroup v1 devices)"
+
+
+def test_fence_names_the_gpu_whose_minor_nvml_did_not_give(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    v1_devices: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gpus = [H100S[0], FakeGPU(H100S[1].uuid, minor=None), *H100S[2:]]
+    _install(monkeypatch, gpus)
+    with caplog.at_level(logging.WARNING):
+        code, output = _main(tmp_path, cgroup_root=v1_devices)
+    assert code == 0, output  # not required: leases still work
+    checks = _checks(tmp_path, cgroup_root=v1_devices)
+    fence = _by_name(checks, "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail.splitlines() == [
+        "GPUs leased to others are denied (cgroup v1 devices), except 1 GPU with no known "
+        "device node:",
+        f"GPU 1 ({gpus[1].uuid}): NVML gave no minor number (Not Supported)",
+    ]
+    assert f"fix: {doctor.FENCE_NVML_MINOR_FIX}" in output.splitlines()
+    assert _by_name(checks, "GPUs usable").detail == "4 GPUs via NVML"  # still leasable
+    assert caplog.records == []  # named in the table, not logged on top of it
+
+
+def test_fence_names_uuids_in_gpus_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v1_devices: Path
+) -> None:
+    _install(monkeypatch, [], init_error="NVML Shared Library Not Found")
+    checks = _checks(
+        tmp_path, gpu_source="auto", gpu_devices=["0", "GPU-8f2a", "3"], cgroup_root=v1_devices
+    )
+    fence = _by_name(checks, "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail.splitlines()[1:] == [
+        "GPU-8f2a: gpus.devices gives no /dev/nvidiaN number for it"
+    ]
+    assert fence.fix == doctor.FENCE_UUID_FIX
+
+
+def test_fence_on_cgroup_v2_is_advisory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, H100S)
+    root = _tree(_v2, tmp_path, monkeypatch)
+    code, output = _main(tmp_path, cgroup_root=root)
+    assert code == 0, output
+    fence = _by_name(_checks(tmp_path, cgroup_root=root), "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail.startswith(f"cgroup v2 only (at {root}): fencing devices needs eBPF")
+    assert "eBPF, which MLRP does not do" in fence.detail
+    assert fence.detail.endswith("CUDA_VISIBLE_DEVICES is advisory")
+    assert f"fix: {doctor.FENCE_V2_FIX}" in output.splitlines()
+
+
+def test_fence_without_a_devices_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(monkeypatch, H100S)
+    root = _tree(_v1, tmp_path, monkeypatch)
+    fence = _by_name(_checks(tmp_path, cgroup_root=root), "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail == (
+        f"no writable cgroup v1 devices controller at {root / 'devices'} (uid {os.geteuid()}): "
+        "CUDA_VISIBLE_DEVICES is advisory"
+    )
+    assert fence.fix == doctor.FENCE_DEVICES_FIX
+
+
+def test_fence_without_writable_cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, H100S)
+    root = _tree(_v1_read_only, tmp_path, monkeypatch)
+    fence = _by_name(_checks(tmp_path, cgroup_root=root), "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail.startswith("no server cgroups (cgroups not writable")
+    assert fence.fix == doctor.FENCE_NO_CGROUPS_FIX
+
+
+@pytest.mark.parametrize("tree", [_v1_devices, _v2, _nothing], ids=["v1", "v2", "none"])
+def test_no_gpus_nothing_to_fence(
+    tree: Tree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(monkeypatch, [])
+    root = _tree(tree, tmp_path, monkeypatch)
+    fence = _by_name(_checks(tmp_path, cgroup_root=root), "GPU fence")
+    assert (fence.status, fence.detail) == ("OK", "no GPUs: nothing to fence")
+
+
+def test_fence_is_not_judged_when_the_hub_would_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, v1_devices: Path
+) -> None:
+    _install(monkeypatch, H100S, init_error="Driver Not Loaded")
+    checks = _checks(tmp_path, gpu_source="nvml", cgroup_root=v1_devices)
+    assert _by_name(checks, "GPUs usable").status == "MISSING"
+    fence = _by_name(checks, "GPU fence")
+    assert fence.status == "WARN"
+    assert fence.detail.startswith("not judged")
+    assert fence.fix == ""  # the GPUs usable row says what to do
+
+
+# --- `mlrp doctor --config FILE`: the config's gpus section ----------------------------------
+
+
+def _doctor_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], gpus: dict[str, object]
+) -> tuple[int, str]:
+    config = tmp_path / "mlrp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"data_dir": str(tmp_path / "data"), "proxy_command": ["/bin/true"]},
+                "accounts": {"mode": "single-user"},
+                "gpus": gpus,
+                "profiles": [{"slug": "cpu", "name": "CPU"}],
+            }
+        )
+    )
+    code = cli.main(["doctor", "--config", str(config)])
+    return code, capsys.readouterr().out
+
+
+def test_cli_doctor_judges_the_configs_gpu_devices(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _install(monkeypatch, [], init_error="NVML Shared Library Not Found")
+    code, output = _doctor_cli(tmp_path, capsys, {"source": "config", "devices": [0, "GPU-8f2a"]})
+    assert code == 0, output
+    assert "2 GPUs from config (no NVML on this node)" in _row(output, "GPUs usable")
+    expected = doctor.check_fence(
+        load_inventory("config", ["0", "GPU-8f2a"]), read_nvml(), cgroups.probe_fence()
+    )
+    # This machine's real cgroups decide the fence; the CLI must say what the hub would do.
+    assert _row(output, "GPU fence").endswith(expected.detail.splitlines()[0])
+    assert all(line in output for line in expected.detail.splitlines())
+    assert not expected.fix or f"fix: {expected.fix}" in output.splitlines()
+
+
+def test_cli_doctor_uses_nvml_as_the_hub_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = _install(monkeypatch, H100S)
+    code, output = _doctor_cli(tmp_path, capsys, {"source": "nvml"})
+    assert code == 0, output
+    assert "4 GPUs via NVML" in _row(output, "GPUs usable")
+    assert "GPU 3: NVIDIA H100 80GB HBM3, 79.6 GiB" in output
+    assert fake.lifecycle == ["init", "shutdown"]
+    assert not (tmp_path / "data").exists()  # doctor only looks

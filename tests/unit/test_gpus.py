@@ -1,14 +1,23 @@
-"""GPU inventory and exclusive leases, on a real SQLite file (as the hub keeps them)."""
+"""GPU inventory and exclusive leases, on a real SQLite file (as the hub keeps them).
+
+NVML discovery runs against tests/fake_nvml.py: this machine has no NVIDIA driver.
+"""
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+from fake_nvml import FakeGPU, fake_pynvml
 from sqlalchemy import event
 
+from config.defaults import default_config
 from hub.storage import SQLRecords
 from spawners.gpus import (
     GPU,
@@ -16,8 +25,12 @@ from spawners.gpus import (
     GPUSourceError,
     Inventory,
     NoFreeGPUs,
+    NvmlGPU,
+    NvmlReport,
     discover_nvml,
+    format_cuda_version,
     load_inventory,
+    read_nvml,
 )
 
 pytestmark = pytest.mark.unit
@@ -68,6 +81,194 @@ def test_nvml_source_without_nvml_is_refused() -> None:
 def test_auto_source_without_nvml_uses_the_devices() -> None:
     assert load_inventory("auto", ["GPU-a", "GPU-b"]).ids == ["GPU-a", "GPU-b"]
     assert load_inventory("auto", []).source == "none"
+
+
+# --- NVML discovery (fake pynvml) --------------------------------------------------------------
+
+# Minors 4..7 on indexes 0..3, as on a node whose first GPUs are hidden or numbered otherwise: a
+# minor taken from the index would deny the wrong /dev/nvidiaN, and these tests would see it.
+H100S = [FakeGPU(f"GPU-{i}aaaaaaa-0000-0000-0000-00000000000{i}", minor=4 + i) for i in range(4)]
+
+
+def install(monkeypatch: pytest.MonkeyPatch, gpus: Sequence[FakeGPU], **kw: Any) -> ModuleType:
+    fake = fake_pynvml(gpus, **kw)
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "spawners.gpus" and r.levelno == logging.WARNING
+    ]
+
+
+def test_read_nvml_reports_driver_cuda_and_every_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(
+        monkeypatch, [FakeGPU("GPU-a", memory_mib=24564, name="NVIDIA RTX A5000", minor=3)]
+    )
+    assert read_nvml() == NvmlReport(
+        driver="550.54.15",
+        cuda="12.4",
+        gpus=(NvmlGPU(0, "GPU-a", "NVIDIA RTX A5000", 24564, 3),),
+    )
+    assert fake.lifecycle == ["init", "shutdown"]
+
+
+def test_nvml_inventory_uses_uuids_and_minors_from_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, H100S)
+    # NVML wins over gpus.devices under "auto": the numeric devices are not consulted.
+    inv = load_inventory("auto", ["0", "1"])
+    assert inv.source == "nvml"
+    assert inv.ids == [g.uuid for g in H100S]
+    assert [g.minor for g in inv.gpus] == [4, 5, 6, 7]
+    assert [g.device_rule for g in inv.gpus] == [f"c 195:{m} rwm" for m in (4, 5, 6, 7)]
+    assert inv.gpus[0] == GPU(H100S[0].uuid, "NVIDIA H100 80GB HBM3", 81559, 4)
+    assert fake.lifecycle == ["init", "shutdown"]
+    assert load_inventory("nvml", []).ids == inv.ids
+
+
+def test_failing_minor_call_keeps_the_gpu_but_does_not_fence_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    gpus = [H100S[0], FakeGPU(H100S[1].uuid, minor=None), H100S[2], H100S[3]]
+    fake = install(monkeypatch, gpus)
+    with caplog.at_level(logging.WARNING, logger="spawners.gpus"):
+        inv = load_inventory("nvml", [])
+    assert inv.ids == [g.uuid for g in gpus]  # still leasable
+    rules = [g.device_rule for g in inv.gpus]
+    assert rules == ["c 195:4 rwm", None, "c 195:6 rwm", "c 195:7 rwm"]
+    assert "c 195:1 rwm" not in rules  # its index is not a guess at its device node
+    [warning] = warnings(caplog)
+    assert f"GPU 1 ({gpus[1].uuid}): Not Supported" in warning
+    assert "servers that did not lease them can still open their /dev/nvidiaN" in warning
+    assert fake.lifecycle == ["init", "shutdown"]
+
+
+def test_unfenceable_gpus_are_named_once_per_discovery(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    install(monkeypatch, [FakeGPU("GPU-a", minor=None), FakeGPU("GPU-b", minor=None)])
+    with caplog.at_level(logging.WARNING, logger="spawners.gpus"):
+        first = discover_nvml()
+        assert len(warnings(caplog)) == 1
+        discover_nvml()
+    assert first is not None and [g.device_rule for g in first] == [None, None]
+    assert len(warnings(caplog)) == 2
+    assert all("GPU 0 (GPU-a)" in w and "GPU 1 (GPU-b)" in w for w in warnings(caplog))
+
+
+def test_no_warning_when_every_minor_is_known(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    install(monkeypatch, H100S)
+    with caplog.at_level(logging.WARNING, logger="spawners.gpus"):
+        load_inventory("auto", [])
+    assert warnings(caplog) == []
+
+
+def test_a_report_read_before_is_not_read_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`mlrp doctor` reads NVML once and names unfenceable GPUs in its table, not the log."""
+    fake = install(monkeypatch, [FakeGPU("GPU-a", minor=None)])
+    report = read_nvml()
+    fake.calls.clear()
+    with caplog.at_level(logging.WARNING, logger="spawners.gpus"):
+        inv = load_inventory("auto", [], nvml=report)
+    assert inv.ids == ["GPU-a"]
+    assert fake.calls == []
+    assert warnings(caplog) == []
+
+
+NVML_CALLS = [
+    "nvmlSystemGetDriverVersion",
+    "nvmlSystemGetCudaDriverVersion_v2",
+    "nvmlDeviceGetCount",
+    "nvmlDeviceGetHandleByIndex",
+    "nvmlDeviceGetUUID",
+    "nvmlDeviceGetName",
+    "nvmlDeviceGetMemoryInfo",
+]
+
+
+@pytest.mark.parametrize("call", NVML_CALLS)
+def test_nvml_is_shut_down_when_a_call_fails_mid_read(
+    call: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = install(monkeypatch, H100S)
+    fake.fail_on[call] = "GPU is lost"
+    with caplog.at_level(logging.WARNING, logger="spawners.gpus"):
+        report = read_nvml()
+    assert (report.available, report.error, report.gpus) == (False, "GPU is lost", ())
+    assert fake.lifecycle == ["init", "shutdown"]
+    assert warnings(caplog) == ["NVML failed while listing GPUs: GPU is lost"]
+
+    assert discover_nvml() is None
+    assert load_inventory("auto", ["0"]) == Inventory((GPU("0", minor=0),), "config")
+    with pytest.raises(GPUSourceError, match=r"not available on this node \(GPU is lost\)"):
+        load_inventory("nvml", [])
+    assert fake.lifecycle == ["init", "shutdown"] * 4
+
+
+def test_nvml_that_does_not_initialise(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, H100S, init_error="Driver Not Loaded")
+    assert read_nvml() == NvmlReport(error="Driver Not Loaded")
+    assert discover_nvml() is None
+    assert load_inventory("auto", ["GPU-x"]).ids == ["GPU-x"]
+    with pytest.raises(GPUSourceError) as info:
+        load_inventory("nvml", [])
+    assert "NVML is not available on this node (Driver Not Loaded)" in str(info.value)
+    assert fake.lifecycle == []
+    assert "nvmlShutdown" not in fake.calls  # nothing to shut down after a failed init
+
+
+def test_a_failing_shutdown_does_not_lose_the_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, H100S[:1])
+    fake.fail_on["nvmlShutdown"] = "Uninitialized"
+    assert [g.uuid for g in read_nvml().gpus] == [H100S[0].uuid]
+
+
+def test_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml raises ImportError
+    report = read_nvml()
+    assert report.error.startswith("pynvml is not installed (")
+    assert discover_nvml() is None
+
+
+def test_old_pynvml_bytes_are_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = install(monkeypatch, [FakeGPU("GPU-a", minor=2)])
+    monkeypatch.setattr(fake, "nvmlDeviceGetUUID", lambda handle: b"GPU-a")
+    monkeypatch.setattr(fake, "nvmlDeviceGetName", lambda handle: b"Tesla V100")
+    monkeypatch.setattr(fake, "nvmlSystemGetDriverVersion", lambda: b"470.1")
+    report = read_nvml()
+    assert (report.driver, report.gpus[0].uuid, report.gpus[0].name) == (
+        "470.1",
+        "GPU-a",
+        "Tesla V100",
+    )
+
+
+def test_cuda_version_formatting() -> None:
+    assert format_cuda_version(12040) == "12.4"
+    assert format_cuda_version(11080) == "11.8"
+    assert format_cuda_version(12010) == "12.1"
+
+
+def test_default_config_offers_a_gpu_profile_when_nvml_finds_gpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install(monkeypatch, H100S[:1])
+    assert [p.slug for p in default_config().profiles] == ["cpu", "gpu1"]
+
+
+@pytest.mark.parametrize("kw", [{"gpus": []}, {"gpus": H100S, "init_error": "Driver Not Loaded"}])
+def test_default_config_without_nvml_gpus_is_cpu_only(
+    kw: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install(monkeypatch, **kw)
+    assert [p.slug for p in default_config().profiles] == ["cpu"]
 
 
 # --- leases ------------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""A fake cgroup tree for unit tests of spawners.cgroups and of what `mlrp doctor` says about it.
+
+The boundary: the real cgroupfs is a kernel filesystem; creating groups in it needs root and a
+writable hierarchy, and it has one layout per machine. Here a directory under tmp_path plays
+its part, and :class:`FakeKernelOs` (installed as ``spawners.cgroups.os``) adds what the kernel
+does on mkdir/rmdir. Real enforcement is tested in test_cgroups.py on this machine's cgroups.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+V1_FILES = {
+    "memory": ["cgroup.procs", "memory.limit_in_bytes", "memory.usage_in_bytes"],
+    "cpu": ["cgroup.procs", "cpu.cfs_period_us", "cpu.cfs_quota_us", "cpu.shares"],
+    "unified": ["cgroup.procs", "cgroup.controllers", "cgroup.subtree_control"],
+}
+V1_DEVICES_FILES = ["cgroup.procs", "devices.allow", "devices.deny", "devices.list"]
+
+
+class FakeKernelOs:
+    """The os module as cgroups.py sees it, with mkdir/rmdir acting like cgroupfs.
+
+    On cgroupfs, mkdir makes a group whose interface files appear at once (on v2, only those of
+    the controllers its parent enables in cgroup.subtree_control) and rmdir removes a group
+    with its files but refuses (EBUSY) while it holds processes or child groups.
+    """
+
+    def __init__(self, root: Path, writable: bool = True, read_only: Sequence[Path] = ()) -> None:
+        """`writable=False`: nothing is writable (a hub without root); `read_only`: these
+        directories are not (e.g. a devices hierarchy mounted read-only)."""
+        self.root = root
+        self.writable = writable
+        self.read_only = {Path(p) for p in read_only}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def access(self, path: Any, mode: int) -> bool:
+        if mode & os.W_OK and (not self.writable or Path(path) in self.read_only):
+            return False
+        return os.access(path, mode)
+
+    def mkdir(self, path: Any, mode: int = 0o777) -> None:
+        path = Path(path)
+        os.mkdir(path, mode)
+        parent = path.parent
+        if (parent / "cgroup.subtree_control").exists():
+            enabled = (parent / "cgroup.subtree_control").read_text().replace("+", " ").split()
+            files = {"cgroup.procs": "", "cgroup.subtree_control": ""}
+            files["cgroup.controllers"] = " ".join(enabled)
+            if "memory" in enabled:
+                files["memory.max"] = "max\n"
+            if "cpu" in enabled:
+                files["cpu.max"] = "max 100000\n"
+        else:  # v1: a group has the same interface files as its parent
+            files = {p.name: "" for p in parent.iterdir() if p.is_file()}
+        for file_name, text in files.items():
+            (path / file_name).write_text(text)
+
+    def rmdir(self, path: Any) -> None:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
+        busy = (path / "cgroup.procs").read_text().strip() or any(
+            p.is_dir() for p in path.iterdir()
+        )
+        if busy:
+            raise OSError(errno.EBUSY, "Device or resource busy", str(path))
+        for p in path.iterdir():
+            p.unlink()
+        os.rmdir(path)
+
+
+def make_v2_root(tmp_path: Path, controllers: str, subtree: str = "") -> Path:
+    """A pure cgroup v2 root offering `controllers` (space-separated), `subtree` enabled."""
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text(controllers + "\n")
+    (root / "cgroup.subtree_control").write_text(subtree)
+    (root / "cgroup.procs").write_text("1\n")
+    return root
+
+
+def make_v1_root(tmp_path: Path, *, devices: bool = False) -> Path:
+    """A hybrid v1 root: memory and cpu hierarchies, a cgroup2 mount with no controllers, and
+    with `devices` the devices hierarchy that fences GPUs."""
+    root = tmp_path / "cgroup"
+    files = dict(V1_FILES, **({"devices": V1_DEVICES_FILES} if devices else {}))
+    for controller, names in files.items():
+        (root / controller).mkdir(parents=True)
+        for name in names:
+            (root / controller / name).write_text("")
+    return root
