@@ -195,6 +195,63 @@ MUTANTS = [
             "test_every_server_name_gets_its_own_safe_log_and_starts",
         ),
     ),
+    Mutant(
+        "nvml-minor-from-index",
+        "device rules use NVML's minor numbers, not NVML's indexes",
+        "spawners/gpus.py",
+        "minor=g.minor) for g in report.gpus",
+        "minor=g.index) for g in report.gpus",
+        ("tests/unit/test_gpus.py::test_nvml_inventory_uses_uuids_and_minors_from_nvml",),
+    ),
+    Mutant(
+        "failing-minor-drops-gpu",
+        "a GPU whose minor-number call fails stays in the inventory",
+        "spawners/gpus.py",
+        "    except pynvml.NVMLError as e:\n        return None, _reason(e)",
+        "    except ZeroDivisionError as e:\n        return None, _reason(e)",
+        ("tests/unit/test_gpus.py::test_failing_minor_call_keeps_the_gpu_but_does_not_fence_it",),
+    ),
+    Mutant(
+        "failing-minor-guessed",
+        "a GPU without a known minor number fences no device (not its index's)",
+        "spawners/gpus.py",
+        "        minor=minor,\n        minor_error=minor_error,",
+        "        minor=index if minor is None else minor,\n        minor_error=minor_error,",
+        ("tests/unit/test_gpus.py::test_failing_minor_call_keeps_the_gpu_but_does_not_fence_it",),
+    ),
+    Mutant(
+        "nvml-not-shut-down-on-error",
+        "NVML is shut down also when a call fails mid-read",
+        "spawners/gpus.py",
+        "    finally:\n        _shutdown(pynvml)",
+        "    finally:\n        pass",
+        ("tests/unit/test_gpus.py::test_nvml_is_shut_down_when_a_call_fails_mid_read",),
+    ),
+    Mutant(
+        "doctor-own-cgroup-verdict",
+        "mlrp doctor's cgroup row says what the spawner's probe() and create() do",
+        "hub/doctor.py",
+        "    if support.enforced:\n        return Check(name, True, support.detail, False)",
+        "    if support.enforced or support.detail.startswith('cgroups not writable'):\n"
+        "        return Check(name, True, support.detail, False)",
+        ("tests/unit/test_doctor.py::test_cgroup_row_agrees_with_the_spawner",),
+    ),
+    Mutant(
+        "fence-ignores-devices-writability",
+        "mlrp doctor's GPU fence row says OK only where create() writes devices.deny",
+        "spawners/cgroups.py",
+        "    if not _devices_usable(root, layout.kind):\n        return FenceSupport(",
+        "    if not (root / 'devices' / 'devices.deny').is_file():\n        return FenceSupport(",
+        ("tests/unit/test_doctor.py::test_fence_row_agrees_with_the_spawner",),
+    ),
+    Mutant(
+        "doctor-ignores-gpus-devices",
+        "mlrp doctor --config judges the config's gpus.devices as the hub would",
+        "hub/cli.py",
+        "        gpu_devices=list(cfg.gpus.devices),",
+        "        gpu_devices=[],",
+        ("tests/unit/test_doctor.py::test_cli_doctor_judges_the_configs_gpu_devices",),
+    ),
 ]
 
 
