@@ -30,15 +30,49 @@ class FakeKernelOs:
     with its files but refuses (EBUSY) while it holds processes or child groups.
     """
 
-    def __init__(self, root: Path, writable: bool = True, read_only: Sequence[Path] = ()) -> None:
+    def __init__(
+        self,
+        root: Path,
+        writable: bool = True,
+        read_only: Sequence[Path] = (),
+        *,
+        exited_leave: bool = False,
+    ) -> None:
         """`writable=False`: nothing is writable (a hub without root); `read_only`: these
-        directories are not (e.g. a devices hierarchy mounted read-only)."""
+        directories are not (e.g. a devices hierarchy mounted read-only). `exited_leave`: a
+        process listed in cgroup.procs that has ended no longer counts, as on the kernel (for
+        tests that put real processes in the fake groups; others list made-up pids).
+
+        `writes` records every (file, value) written through this module, in order: the kernel
+        keeps state the files here cannot show (each write to devices.deny adds a rule)."""
         self.root = root
         self.writable = writable
         self.read_only = {Path(p) for p in read_only}
+        self.exited_leave = exited_leave
+        self.writes: list[tuple[Path, str]] = []
+        self._open: dict[int, Path] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
+
+    def open(self, path: Any, flags: int, mode: int = 0o777) -> int:
+        fd = os.open(path, flags, mode)
+        self._open[fd] = Path(os.fsdecode(path))  # join() opens pre-encoded (bytes) paths
+        return fd
+
+    def write(self, fd: int, data: bytes) -> int:
+        if fd in self._open:
+            self.writes.append((self._open[fd], bytes(data).decode(errors="replace")))
+        return os.write(fd, data)
+
+    def close(self, fd: int) -> None:
+        self._open.pop(fd, None)
+        os.close(fd)
+
+    def _busy(self, procs: str) -> bool:
+        if not self.exited_leave:
+            return bool(procs.strip())
+        return any(_running(int(pid)) for pid in procs.split())
 
     def access(self, path: Any, mode: int) -> bool:
         if mode & os.W_OK and (not self.writable or Path(path) in self.read_only):
@@ -66,7 +100,7 @@ class FakeKernelOs:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(path))
-        busy = (path / "cgroup.procs").read_text().strip() or any(
+        busy = self._busy((path / "cgroup.procs").read_text()) or any(
             p.is_dir() for p in path.iterdir()
         )
         if busy:
@@ -74,6 +108,15 @@ class FakeKernelOs:
         for p in path.iterdir():
             p.unlink()
         os.rmdir(path)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has left its cgroups)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def make_v2_root(tmp_path: Path, controllers: str, subtree: str = "") -> Path:

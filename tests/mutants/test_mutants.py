@@ -40,6 +40,7 @@ class Mutant:
 
 
 LIFECYCLE = "tests/unit/test_lifecycle.py"
+LOCAL = "tests/unit/test_local_backend.py"
 MUTANTS = [
     Mutant(
         "failed-start-keeps-lease",
@@ -194,6 +195,54 @@ MUTANTS = [
             "tests/unit/test_local_backend.py::"
             "test_every_server_name_gets_its_own_safe_log_and_starts",
         ),
+    ),
+    Mutant(
+        "fence-denies-nothing",
+        "a server is denied the device nodes of GPUs leased to others (NVML minors)",
+        "spawners/backends/local.py",
+        "if g.id not in self.leased]",
+        "if g.id not in self.leased and g.minor == -1]",
+        (f"{LOCAL}::test_nvml_gpus_of_others_are_fenced_and_only_the_lease_is_visible",),
+    ),
+    Mutant(
+        "fence-denies-own-gpu",
+        "a server may open the GPUs it leases",
+        "spawners/backends/local.py",
+        "if g.id not in self.leased]",
+        "]",
+        (f"{LOCAL}::test_nvml_gpus_of_others_are_fenced_and_only_the_lease_is_visible",),
+    ),
+    Mutant(
+        "v2-memory-unlimited",
+        "memory limits are written on cgroup v2",
+        "spawners/cgroups.py",
+        'memory = "max" if limits.memory_bytes is None else str(limits.memory_bytes)',
+        'memory = "max"',
+        (f"{LOCAL}::test_limits_hold_the_server_and_go_with_it",),
+    ),
+    Mutant(
+        "v2-cpu-unlimited",
+        "CPU limits are written on cgroup v2",
+        "spawners/cgroups.py",
+        'quota = "max" if limits.cpus is None else str(_quota_us(limits.cpus))',
+        'quota = "max"',
+        (f"{LOCAL}::test_limits_hold_the_server_and_go_with_it",),
+    ),
+    Mutant(
+        "cgroup-outlives-server",
+        "a server's cgroups are removed when it stops",
+        "spawners/backends/local.py",
+        "            self.cgroup.remove()",
+        "            pass",
+        (f"{LOCAL}::test_limits_hold_the_server_and_go_with_it",),
+    ),
+    Mutant(
+        "server-not-in-its-cgroup",
+        "the server joins its cgroup before it runs a line of its own",
+        "spawners/backends/local.py",
+        "                join()  # as root, before dropping privileges",
+        "                pass",
+        (f"{LOCAL}::test_limits_hold_the_server_and_go_with_it",),
     ),
     Mutant(
         "nvml-minor-from-index",

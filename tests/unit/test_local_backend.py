@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_cgroups import FakeKernelOs, make_v1_root, make_v2_root
+from fake_nvml import FakeGPU, fake_pynvml
 from fake_server import ask, make_image
 from fakes import MemoryRecords, make_spawner
 from harness import REPO
 
+from spawners import cgroups
 from spawners.accounts import current_account, server_tag
 from spawners.spawner import MLRPSpawner
 
@@ -117,6 +121,122 @@ async def test_every_server_name_gets_its_own_safe_log_and_starts(
     logs = sorted(p.name for p in sp.platform.log_dir.iterdir())
     assert logs == [f"{tag}.log"], logs
     assert "/" not in tag and len(tag) <= 64
+    await sp.stop()
+
+
+# --- cgroups: limits, their removal, the GPU fence (fake cgroup trees, real processes) ---------
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Path]:
+    """Installs a fake cgroup tree of the given layout ("v1": hybrid with the devices
+    controller, "v2": unified) where spawners.cgroups looks; returns its root. The boundary:
+    cgroupfs itself; test_cgroups.py tests real v1 enforcement on this machine, and this
+    machine has no cgroup v2 controllers to test against."""
+
+    def install(layout: str) -> Path:
+        if layout == "v1":
+            root = make_v1_root(tmp_path, devices=True)
+        else:
+            root = make_v2_root(tmp_path, "cpuset cpu io memory pids")
+        monkeypatch.setattr(cgroups, "os", FakeKernelOs(root, exited_leave=True))
+        return root
+
+    return install
+
+
+def fake_os() -> FakeKernelOs:
+    assert isinstance(cgroups.os, FakeKernelOs)
+    return cgroups.os
+
+
+def limited(image_profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(p, cpus=1.5, memory_bytes=512 * 2**20) for p in image_profiles]
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+async def test_limits_hold_the_server_and_go_with_it(
+    spawners: MakeSpawner, kernel: Callable[[str], Path], layout: str
+) -> None:
+    root = kernel(layout)
+    sp = spawners(enforce_limits=True, cgroup_root=str(root))
+    sp.profiles = limited(sp.profiles)
+    await start(sp, profile="cpu")
+    pid = sp.backend.child.pid  # type: ignore[union-attr]
+    tag = current_account().name
+    if layout == "v1":
+        memory, cpu = root / "memory" / "mlrp" / tag, root / "cpu" / "mlrp" / tag
+        assert (memory / "memory.limit_in_bytes").read_text() == str(512 * 2**20)
+        assert (cpu / "cpu.cfs_quota_us").read_text() == "150000"
+        groups = [memory, cpu]
+    else:
+        group = root / "mlrp" / tag
+        assert (group / "memory.max").read_text() == str(512 * 2**20)
+        assert (group / "cpu.max").read_text() == "150000 100000"
+        groups = [group]
+    for group in groups:
+        assert (group / "cgroup.procs").read_text() == str(pid), "joined before exec"
+    await sp.stop()
+    for group in groups:
+        assert not group.exists(), f"{group} outlived its server"
+
+
+def nvml_gpus() -> list[FakeGPU]:
+    """Four GPUs whose device minors are not their indexes; GPU-c's minor is not known."""
+    return [
+        FakeGPU("GPU-a", minor=4),
+        FakeGPU("GPU-b", minor=5),
+        FakeGPU("GPU-c", minor=None),
+        FakeGPU("GPU-d", minor=7),
+    ]
+
+
+def denied(tag: str) -> list[str]:
+    return [
+        value
+        for path, value in fake_os().writes
+        if path.name == "devices.deny" and path.parent.name == tag
+    ]
+
+
+async def test_nvml_gpus_of_others_are_fenced_and_only_the_lease_is_visible(
+    spawners: MakeSpawner, kernel: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(nvml_gpus()))
+    root = kernel("v1")
+    alice = spawners(enforce_limits=True, cgroup_root=str(root), gpu_source="nvml")
+    alice.profiles = limited(alice.profiles)
+    records = records_of(alice)
+    node = alice.platform.allocator.node
+    assert records.lease_gpus("bob/", node, ["GPU-a", "GPU-b"], 2) == ["GPU-a", "GPU-b"]
+    url = await start(alice, profile="gpu2", gpus=2)
+    assert records.held_by("alice/") == ["GPU-c", "GPU-d"]
+    env = ask(url, "/env")
+    assert env["CUDA_VISIBLE_DEVICES"] == env["NVIDIA_VISIBLE_DEVICES"] == "GPU-c,GPU-d"
+    tag = current_account().name
+    assert sorted(denied(tag)) == ["c 195:4 rwm", "c 195:5 rwm"], "bob's GPUs, by NVML minor"
+    assert (root / "devices" / "mlrp" / tag / "cgroup.procs").read_text() == str(
+        alice.backend.child.pid  # type: ignore[union-attr]
+    )
+    await alice.stop()
+    assert not (root / "devices" / "mlrp" / tag).exists()
+
+
+async def test_a_gpu_without_a_known_minor_cannot_be_fenced_but_the_rest_are(
+    spawners: MakeSpawner, kernel: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NVML gives no minor for GPU-c: it is still leased and used, and every other GPU that
+    is not the server's own is still denied."""
+    monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml(nvml_gpus()))
+    root = kernel("v1")
+    sp = spawners(enforce_limits=True, cgroup_root=str(root), gpu_source="nvml")
+    sp.profiles = limited(sp.profiles)
+    await start(sp, profile="cpu")
+    assert sorted(denied(current_account().name)) == [
+        "c 195:4 rwm",
+        "c 195:5 rwm",
+        "c 195:7 rwm",
+    ], "a CPU server is denied every GPU whose device is known"
     await sp.stop()
 
 
