@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from jupyterhub.objects import Hub
 
 from spawners.backends.base import Capacity, Emit, PlacementBackend
+from spawners.backends.local import LocalBackend
 from spawners.errors import PlacementError
 from spawners.gpus import NoFreeGPUs
 from spawners.platform import Platform
@@ -116,10 +117,7 @@ class ScriptedBackend(PlacementBackend):
 
     @classmethod
     def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
-        try:
-            platform.allocator.check(request.gpus)
-        except NoFreeGPUs as e:
-            raise PlacementError(str(e), reason="no-gpus") from None
+        LocalBackend.precheck(platform, request)  # the same fail-fast as the real thing
 
     async def start(self, request: SpawnRequest, emit: Emit) -> str:
         try:
