@@ -84,31 +84,22 @@ class LocalServerSpawner(LocalProcessSpawner):
         return preexec
 
 
-async def _listening(port: int) -> bool:
-    """Does something accept connections on 127.0.0.1:port?
+def _listening(sock: socket.socket, port: int) -> bool:
+    """Does something accept connections on 127.0.0.1:port? Asked with `sock`, non-blocking.
 
-    Asked with a bare non-blocking connect, not asyncio.open_connection: the readiness loop
-    asks hundreds of times per spawn (20 servers starting at once: thousands a second), and
-    open_connection builds a task, transport, protocol and streams each time, ~5x the CPU.
-    On loopback the kernel has the answer (refused, or connected) when the first connect
-    returns EINPROGRESS, so a second connect reads it; only a late answer (listen backlog
-    full, busy kernel) is awaited through the event loop.
+    A bare connect, not asyncio.open_connection: the readiness loop asks hundreds of times per
+    spawn (20 servers starting at once: thousands a second), and open_connection builds a
+    task, transport, protocol and streams each time, ~5x the CPU. The caller reuses one socket
+    for all checks of a spawn (Linux lets a refused TCP socket connect again), which halves
+    the cost again. On loopback the answer (refused, or connected) is there as soon as the
+    first connect returns EINPROGRESS, so a second connect reads it; a late answer (busy
+    kernel, full listen backlog) is read by the next check.
     """
     address = ("127.0.0.1", port)
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setblocking(False)
+    err = sock.connect_ex(address)
+    if err == errno.EINPROGRESS:
         err = sock.connect_ex(address)
-        if err == errno.EINPROGRESS:
-            err = sock.connect_ex(address)
-        if err in (0, errno.EISCONN):
-            return True
-        if err not in (errno.EINPROGRESS, errno.EALREADY):
-            return False  # ECONNREFUSED: nothing listens yet
-        try:
-            await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), 0.5)
-        except (OSError, TimeoutError):
-            return False
-        return True
+    return err in (0, errno.EISCONN)  # else ECONNREFUSED (nothing yet) or EALREADY (no answer)
 
 
 def _tail(path: Path) -> str:
@@ -263,24 +254,26 @@ class LocalBackend(PlacementBackend):
     async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:
         started = time.monotonic()
         deadline = started + self.spawner.start_timeout
-        while time.monotonic() < deadline:
-            status = await child.poll()
-            if status is not None:
-                raise PlacementError(
-                    f"JupyterLab exited during start-up (exit status {status}). Last lines of "
-                    f"its log:\n{_tail(log_path)[-800:]}",
-                    reason="exited",
-                    detail=f"server of {self.owner} exited with {status}; log {log_path}",
-                    status_code=500,
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            while time.monotonic() < deadline:
+                status = await child.poll()
+                if status is not None:
+                    raise PlacementError(
+                        f"JupyterLab exited during start-up (exit status {status}). Last lines "
+                        f"of its log:\n{_tail(log_path)[-800:]}",
+                        reason="exited",
+                        detail=f"server of {self.owner} exited with {status}; log {log_path}",
+                        status_code=500,
+                    )
+                if _listening(sock, port):
+                    return
+                # 20 ms at first (a server is usually up in 2-3 s); slower for long starts, so
+                # 20 users starting at once do not cost the hub a thousand wake-ups a second.
+                elapsed = time.monotonic() - started
+                await asyncio.sleep(
+                    min(PORT_CHECK_MAX_INTERVAL, max(PORT_CHECK_INTERVAL, elapsed / 100))
                 )
-            if await _listening(port):
-                return
-            # 20 ms at first (a server is usually up in 2-3 s); slower for long starts, so 20
-            # users starting at once do not cost the hub a thousand wake-ups a second.
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(
-                min(PORT_CHECK_MAX_INTERVAL, max(PORT_CHECK_INTERVAL, elapsed / 100))
-            )
         raise PlacementError(
             f"JupyterLab did not start listening within {self.spawner.start_timeout} s.",
             reason="timeout",
