@@ -33,9 +33,9 @@ from spawners.profiles import SpawnRequest
 from spawners.records import AccountClash
 
 LOG_TAIL_BYTES = 2000
-PORT_CHECK_INTERVAL = 0.02
-PORT_CHECK_MAX_INTERVAL = 0.5
-PORT_CHECK_FINE_FOR = 3.0  # s: a lone server listens after ~2.2 s on the 2-core CI machine
+# Readiness checks, (shortest step, longest step, share of the time waited so far): while
+# CPUs are free, and while more tasks want one than there are (see _wait_listening).
+PORT_CHECK_STEPS = {False: (0.02, 0.25, 0.01), True: (0.1, 1.0, 0.05)}
 
 
 class LocalServerSpawner(LocalProcessSpawner):
@@ -261,8 +261,20 @@ class LocalBackend(PlacementBackend):
         # (timer, then task step): ~25 % less hub CPU for the hundreds of checks per spawn.
         outcome: asyncio.Future[str] = loop.create_future()
         timer: asyncio.TimerHandle | None = None
+        # /proc/loadavg's 4th field counts the tasks runnable right now (read with pread, ~2 us).
+        try:
+            loadavg = os.open("/proc/loadavg", os.O_RDONLY)
+        except OSError:
+            loadavg = -1  # never oversubscribed, then
+        cpus = os.cpu_count() or 1
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
+
+        def oversubscribed() -> bool:
+            try:
+                return int(os.pread(loadavg, 64, 0).split()[3].split(b"/")[0]) > cpus
+            except (OSError, ValueError, IndexError):
+                return False
 
         def check() -> None:
             nonlocal timer
@@ -277,14 +289,13 @@ class LocalBackend(PlacementBackend):
                 elif now >= deadline:
                     outcome.set_result("timeout")
                 else:
-                    # Look again after 1 % of the time waited (at least 20 ms) for the first
-                    # 3 s, where a lone spawn's latency is decided. A start that takes longer is
-                    # one of many on a busy machine (20 at once take 20-30 s here): 2 % (at most
-                    # 0.5 s) then costs an expected 1 % of the wait and a third fewer checks
-                    # (each ~30 us of the hub's CPU; 366 -> 254 for a 28 s wait).
-                    elapsed = now - started
-                    share = 100 if elapsed < PORT_CHECK_FINE_FOR else 50
-                    step = min(PORT_CHECK_MAX_INTERVAL, max(PORT_CHECK_INTERVAL, elapsed / share))
+                    # Look again after 1 % of the time waited (20 ms to 0.25 s): the detection
+                    # adds 0.5 % on average to a start. When more tasks want a CPU than there
+                    # are (20 people starting at once), each check (~30 us of the hub's CPU)
+                    # takes CPU from the servers we wait for, whose starts are slow anyway:
+                    # then 5 % (0.1 s to 1 s), about 75 checks for a 28 s wait instead of 366.
+                    shortest, longest, share = PORT_CHECK_STEPS[oversubscribed()]
+                    step = min(longest, max(shortest, (now - started) * share))
                     timer = loop.call_at(now + step, check)
             except Exception as e:  # never leave the spawn waiting for a check that stopped
                 outcome.set_exception(e)
@@ -296,6 +307,8 @@ class LocalBackend(PlacementBackend):
             if timer is not None:
                 timer.cancel()
             sock.close()
+            if loadavg >= 0:
+                os.close(loadavg)
         if result == "exited":
             status = await child.poll()
             raise PlacementError(
