@@ -192,8 +192,8 @@ class MLRPSpawner(Spawner):
         """Yield this spawn's recorded events as they happen (JupyterHub stops us when ready).
 
         The records are read when emit() says there is something new, not on a timer: a
-        once-a-second re-read per open stream was a tenth of the hub's CPU while 20 people
-        started at once. The only timed wake-up left is the patience line.
+        once-a-second re-read per open stream cost ~7 ms of hub CPU per spawn while 20 people
+        started at once (~27 s each). The only timed wake-up left is the patience line.
         """
         sent = 0
         loop = asyncio.get_running_loop()
