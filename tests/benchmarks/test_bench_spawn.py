@@ -1,23 +1,29 @@
-"""Spawn benchmarks on a real hub: our local spawn against a bare `jupyterhub-singleuser` start.
+"""Spawn benchmarks on a real hub, against vanilla JupyterHub and a bare server, in one run.
 
 Prints numbers and ratios measured in the same run; nothing here passes or fails on timing. The
 tests do assert correctness: every server became ready, and after the stops no server, server
-process or GPU lease remains.
+process or GPU lease remains (for vanilla JupyterHub too: no server, no server process).
 
-1. Single spawn latency: request → ready of one user's server (profile ``cpu``), interleaved with
-   a bare start of the same program (`<venv>/bin/jupyterhub-singleuser`) as the same Unix
-   account, with the same arguments and environment as the hub gives it (copied from the
-   hub-started server's /proc/<pid>/environ; only the token and the port differ). The first
-   spawn of the user, which creates the Unix account, is reported apart as "cold".
-2. 20 users at once: 20 concurrent spawn requests, first cold (useradd in each spawn), then warm
-   (the same 20 again after stopping all), with the hub's CPU time.
+Three ways to start the same JupyterLab (`<venv>/bin/jupyterhub-singleuser`, same venv, same
+arguments and environment, same Unix account):
+- ours: our hub (`mlrp up`), profile ``cpu`` (a 1 CPU / 2G cgroup, as users get it);
+- vanilla: `<venv>/bin/jupyterhub` (JupyterHub 6.x) with its default LocalProcessSpawner, started
+  by the benchmark with its own config in a temp dir (vanilla_hub.py), no cgroup;
+- bare: `jupyterhub-singleuser` started directly with subprocess.Popen as the account, no cgroup.
 
-"Ready" for our spawn: the time from sending POST /hub/api/users/<u>/server until the hub reports
-the server ready. The POST itself returns 201 only once the spawn has finished and the proxy
-route is in place (JupyterHub waits up to its slow_spawn_timeout, 10 s, before answering 202);
-on 202 the benchmark reads the progress event stream (GET .../server/progress) until the event
-with "ready": true. "Ready" for the bare start: the first HTTP 200 from
-http://127.0.0.1:<port>/user/<u>/api, polled every 20 ms (the server answers it without auth).
+1. Single spawn latency: after a warm-up of each, REPEATS rounds of ours / vanilla / bare, the
+   order rotating each round. The user's first spawn with us, which creates the Unix account, is
+   the warm-up of ours and is reported apart as "cold".
+2. CONCURRENT users at once: concurrent spawn requests to ours cold (useradd in each spawn), then
+   vanilla (the same accounts), then ours warm, with the hub's CPU time per spawn.
+
+"Ready" for ours and vanilla alike (vanilla_hub.spawn_until_ready): the time from sending
+POST /hub/api/users/<u>/server until the hub reports the server ready. The POST itself returns 201
+only once the spawn has finished and the proxy route is in place (JupyterHub waits up to its
+slow_spawn_timeout, 10 s, before answering 202); on 202 the benchmark reads the progress event
+stream (GET .../server/progress) until the event with "ready": true. "Ready" for the bare start:
+the first HTTP 200 from http://127.0.0.1:<port>/user/<u>/api, polled every 20 ms (the server
+answers it without auth).
 
 Run: pytest tests/benchmarks -q -s -p no:cacheprovider   (-s shows the tables). Results are
 also written as JSON to $MLRP_BENCH_OUT (default <tmp>/mlrp-bench-results/); the path is printed.
@@ -33,7 +39,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -43,7 +49,8 @@ from typing import Any
 
 import pytest
 import requests
-from harness import VENV, Hub, base_config, free_port, run_prefix
+from harness import Hub, base_config, free_port, run_prefix
+from vanilla_hub import SINGLEUSER, VanillaHub, server_launch, spawn_until_ready
 
 pytestmark = [
     pytest.mark.benchmark,
@@ -54,11 +61,11 @@ pytestmark = [
 ]
 
 PROFILE = "cpu"
-REPEATS = int(os.environ.get("MLRP_BENCH_REPEATS", "5"))  # timed spawn/bare pairs
+REPEATS = int(os.environ.get("MLRP_BENCH_REPEATS", "5"))  # timed rounds of ours/vanilla/bare
 CONCURRENT = int(os.environ.get("MLRP_BENCH_USERS", "20"))  # users spawning at once
 READY_POLL_S = 0.02
 OVERHEAD_TARGET = 0.15  # the issue's target: our spawn at most 15 % slower than a bare start
-SINGLEUSER = VENV / "bin" / "jupyterhub-singleuser"
+START_TIMEOUT = 180  # s, ours and vanilla alike: 20 JupyterLabs starting at once on 2 cores
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS_DIR = "mlrp-bench-results"
 
@@ -70,13 +77,25 @@ def bench_hub() -> Iterator[Hub]:
     workdir.chmod(0o755)
     hub = Hub(workdir, base_config(workdir / "data", run_prefix()))
     hub.config["hub"]["poll_interval"] = 10  # the product default, not the tests' 2 s
-    hub.config["hub"]["start_timeout"] = 180  # 20 JupyterLabs starting at once on 2 cores
+    hub.config["hub"]["start_timeout"] = START_TIMEOUT
     try:
         hub.start()
         hub.admin_token()  # once, before any thread uses hub.api()
         yield hub
     finally:
         hub.cleanup()
+
+
+@pytest.fixture(scope="module")
+def vanilla(bench_hub: Hub) -> Iterator[VanillaHub]:
+    """Vanilla JupyterHub, started by the first test that needs it (_start_vanilla), once our
+    hub has started a server whose arguments and environment it copies. Stopped (with its
+    servers: cleanup_servers) before our hub's cleanup removes the accounts."""
+    v = VanillaHub(bench_hub.workdir / "vanilla", start_timeout=START_TIMEOUT)
+    try:
+        yield v
+    finally:
+        v.stop()
 
 
 @pytest.fixture(scope="module")
@@ -113,27 +132,6 @@ def _add_users(hub: Hub, names: list[str]) -> None:
 
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(add, names))
-
-
-def _wait_ready_stream(hub: Hub, name: str, timeout: float) -> None:
-    """Read the spawn's progress event stream until the hub says ready (or failed)."""
-    with requests.get(
-        f"{hub.url}/hub/api/users/{name}/server/progress",
-        headers={"Authorization": f"token {hub.admin_token()}", "Accept": "text/event-stream"},
-        stream=True,
-        timeout=timeout,
-    ) as r:
-        assert r.status_code == 200, r.text
-        for line in r.iter_lines(decode_unicode=True):
-            if not line or not line.startswith("data:"):
-                continue
-            event = json.loads(line[len("data:") :])
-            if event.get("ready"):
-                return
-            if event.get("failed"):
-                raise AssertionError(f"spawn of {name} failed: {event}")
-    # The stream ended without a ready event: trust only the REST model then.
-    hub.wait_ready(name, timeout)
 
 
 @dataclass
@@ -176,21 +174,35 @@ def _phases(hub: Hub, name: str, posted: float, ready: float) -> dict[str, float
     return {label: marks[b] - marks[a] for label, a, b in PHASES}
 
 
-def _timed_spawn(hub: Hub, name: str, timeout: float = 180) -> Spawn:
+def _timed_spawn(hub: Hub, name: str, timeout: float = START_TIMEOUT) -> Spawn:
     """Time from sending the spawn request until the hub reports the server ready."""
     posted = time.time()
-    t0 = time.perf_counter()
-    r = hub.api("POST", f"/users/{name}/server", json={"profile": PROFILE})
-    assert r.status_code in (201, 202), f"spawn of {name}: {r.status_code} {r.text}"
-    if r.status_code == 202:
-        _wait_ready_stream(hub, name, timeout)
-    elapsed = time.perf_counter() - t0
+    elapsed = spawn_until_ready(hub.url, hub.admin_token(), name, {"profile": PROFILE}, timeout)
     model = hub.api("GET", f"/users/{name}").json()
     assert model["servers"][""]["ready"], f"server of {name} is not ready: {model}"
     pid = hub.server_pid(name)
     assert pid and _alive(pid), f"no live server process for {name}"
     cpu = _cpu_times(pid)[0]
     return Spawn(elapsed, _phases(hub, name, posted, posted + elapsed), cpu)
+
+
+def _vanilla_spawn(v: VanillaHub, name: str, timeout: float = START_TIMEOUT) -> Spawn:
+    """The same measurement on vanilla JupyterHub (no phases: it records no events)."""
+    elapsed = v.spawn(name, timeout)
+    model = v.api("GET", f"/users/{name}").json()
+    assert model["servers"][""]["ready"], f"vanilla server of {name} is not ready: {model}"
+    pid = v.server_pid(name)
+    assert pid and _alive(pid), f"no live vanilla server process for {name}"
+    return Spawn(elapsed, {}, _cpu_times(pid)[0])
+
+
+def _start_vanilla(v: VanillaHub, hub: Hub, running: str) -> None:
+    """Start vanilla with the command line and environment of our running server of `running`."""
+    if v.running:
+        return
+    pid = hub.server_pid(running)
+    v.server_env, v.server_args = server_launch(_proc_environ(pid)), _proc_args(pid)
+    v.start()
 
 
 def _proc_environ(pid: int) -> dict[str, str]:
@@ -308,6 +320,21 @@ def _stop_running(hub: Hub, names: list[str]) -> None:
             pass
 
 
+def _stop_vanilla(v: VanillaHub, names: list[str]) -> None:
+    """Stop these vanilla servers at once; assert no server or server process is left."""
+    pids = {n: v.server_pid(n) for n in names}
+    with ThreadPoolExecutor(max(1, len(names))) as pool:
+        list(pool.map(v.stop_server, names))
+    users = {u["name"]: u for u in v.api("GET", "/users").json()}
+    for n in names:
+        assert not users[n].get("servers"), f"vanilla server of {n} still listed: {users[n]}"
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids.values() if p) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = {n: p for n, p in pids.items() if p and _alive(p)}
+    assert not left, f"vanilla server processes still running after stop: {left}"
+
+
 def _machine_busy() -> float:
     """CPU seconds all CPUs of the machine have spent busy since boot (/proc/stat)."""
     ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -336,87 +363,122 @@ def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-# -- 1. one user: our spawn vs a bare jupyterhub-singleuser start -------------------------------
-def test_single_spawn_vs_bare_singleuser(bench_hub: Hub, results: dict[str, Any]) -> None:
+# -- 1. one user: ours vs vanilla JupyterHub vs a bare jupyterhub-singleuser -------------------
+KINDS = ("ours", "vanilla", "bare")
+LABELS = {
+    "ours": "ours (MLRP, cgroup 1 CPU)",
+    "vanilla": "vanilla JupyterHub + LPS",
+    "bare": "bare jupyterhub-singleuser",
+}
+
+
+def test_single_spawn_vs_vanilla_and_bare(
+    bench_hub: Hub, vanilla: VanillaHub, results: dict[str, Any]
+) -> None:
     hub, name = bench_hub, "solo"
     _add_users(hub, [name])
 
-    # Cold: the first spawn creates the Unix account. It is also the warm-up, and the moment we
-    # copy the launch environment and arguments the hub gives the server.
+    # Cold: the first spawn creates the Unix account. It is also the warm-up of ours, and the
+    # moment we copy the launch environment and arguments the hub gives the server.
     cold = _timed_spawn(hub, name)
     pid = hub.server_pid(name)
     env, args = _proc_environ(pid), _proc_args(pid)
+    _start_vanilla(vanilla, hub, name)
     _stop_all(hub, [name])
+    account = hub.unix_accounts()[name]  # vanilla's user is named like our Unix account
+    vanilla.add_users([account])
     bare = BareServer(hub, name, env, args)
-    bare.timed_start()  # warm-up of the bare path (not counted)
+    _vanilla_spawn(vanilla, account)  # warm-ups (not counted)
+    _stop_vanilla(vanilla, [account])
+    bare.timed_start()
 
-    ours: list[Spawn] = []
-    bares: list[tuple[float, float]] = []
-    for i in range(REPEATS):  # interleaved, order alternating: ours-bare, bare-ours, ...
-        for kind in ("ours", "bare") if i % 2 == 0 else ("bare", "ours"):
+    spawns: dict[str, list[Spawn]] = {k: [] for k in KINDS}
+    for i in range(REPEATS):  # interleaved, order rotating: ours-vanilla-bare, vanilla-bare-...
+        for kind in KINDS[i % 3 :] + KINDS[: i % 3]:
             if kind == "ours":
-                ours.append(_timed_spawn(hub, name))
+                spawns[kind].append(_timed_spawn(hub, name))
                 _stop_all(hub, [name])
+            elif kind == "vanilla":
+                spawns[kind].append(_vanilla_spawn(vanilla, account))
+                _stop_vanilla(vanilla, [account])
             else:
-                bares.append(bare.timed_start())
+                seconds, server_cpu = bare.timed_start()
+                spawns[kind].append(Spawn(seconds, {}, server_cpu))
 
-    o, b = _stats([sp.seconds for sp in ours]), _stats([t for t, _ in bares])
-    ratio = o["median_s"] / b["median_s"]
-    overhead = ratio - 1
-    phases = _phase_stats(ours)
-    cpu_ours = statistics.median(sp.server_cpu_s for sp in ours)
-    cpu_bare = statistics.median(c for _, c in bares)
+    st = {k: _stats([sp.seconds for sp in spawns[k]]) for k in KINDS}
+    med = {k: st[k]["median_s"] for k in KINDS}
+    ratios = {
+        "ours/vanilla": med["ours"] / med["vanilla"],
+        "ours/bare": med["ours"] / med["bare"],
+        "vanilla/bare": med["vanilla"] / med["bare"],
+    }
+    overhead = ratios["ours/bare"] - 1
+    phases = _phase_stats(spawns["ours"])
+    cpu = {k: statistics.median(sp.server_cpu_s for sp in spawns[k]) for k in KINDS}
     results["single"] = {
         "profile": PROFILE,
+        "rounds": REPEATS,
+        "order": "rotating: ours-vanilla-bare, vanilla-bare-ours, bare-ours-vanilla, ...",
         "ready_signal": "POST answered 201, else progress event stream 'ready': true",
         "bare_ready_signal": f"first 200 from /user/<u>/api, polled every {READY_POLL_S} s",
-        "ours": o,
-        "bare": b,
-        "ours_runs_s": [sp.seconds for sp in ours],
-        "bare_runs_s": [t for t, _ in bares],
-        "ratio": ratio,
+        "vanilla": {**st["vanilla"], "what": "JupyterHub + LocalProcessSpawner, no cgroup"},
+        "ours": st["ours"],
+        "bare": st["bare"],
+        **{f"{k}_runs_s": [sp.seconds for sp in spawns[k]] for k in KINDS},
+        "ratio": ratios["ours/bare"],
+        "ratios": ratios,
         "overhead_pct": overhead * 100,
         "ours_phases_median_s": phases,
-        "server_cpu_to_ready_median_s": {"ours": cpu_ours, "bare": cpu_bare},
+        "server_cpu_to_ready_median_s": cpu,
         "cold_first_spawn_s": cold.seconds,
         "cold_first_spawn_phases_s": cold.phases,
         "loadavg": _load(),
     }
 
-    print(f"\n== single spawn, profile {PROFILE!r}, {REPEATS} interleaved pairs ==")
-    print(f"{'seconds':30}{'median':>9}{'min':>9}{'max':>9}")
-    for label, st in (("ours (POST -> hub ready)", o), ("bare jupyterhub-singleuser", b)):
-        print(f"{label:30}{st['median_s']:9.3f}{st['min_s']:9.3f}{st['max_s']:9.3f}")
-    print(f"ratio ours/bare (medians): {ratio:.2f}   overhead: {overhead * 100:+.1f} %")
-    print(f"cold first spawn (useradd + spawn): {cold.seconds:.3f} s")
-    print(f"server CPU until ready (median): ours {cpu_ours:.2f} s, bare {cpu_bare:.2f} s")
+    print(f"\n== single spawn, profile {PROFILE!r}, {REPEATS} interleaved rounds ==")
+    print(f"{'seconds':30}{'median':>9}{'min':>9}{'max':>9}{'server CPU':>12}")
+    for k in KINDS:
+        print(
+            f"{LABELS[k]:30}{st[k]['median_s']:9.3f}{st[k]['min_s']:9.3f}{st[k]['max_s']:9.3f}"
+            f"{cpu[k]:12.2f}"
+        )
+    print(
+        "ratios of medians: "
+        + "   ".join(f"{label} {value:.2f}" for label, value in ratios.items())
+    )
+    print(
+        "ours and vanilla: POST -> hub ready; bare: Popen -> first 200; server CPU = the server "
+        "process's CPU seconds until ready (median). Only ours runs in a cgroup (1 CPU / 2G)."
+    )
+    print(f"cold first spawn of ours (useradd + spawn): {cold.seconds:.3f} s")
     if phases:
         print("where our time goes (median of the timed spawns; cold spawn in brackets):")
         for label, value in phases.items():
             print(f"  {label:28}{value:7.3f} s  [{cold.phases.get(label, float('nan')):.3f}]")
-    if phases:
         own = sum(v for k, v in phases.items() if k != "Popen -> port listening")
         results["single"]["hub_share_median_s"] = own
         print(
             f"hub's own share (all phases but the server's start-up): {own:.3f} s = "
-            f"{100 * own / b['median_s']:.1f} % of the bare median"
+            f"{100 * own / med['bare']:.1f} % of the bare median"
         )
     print(f"load average after: {_load()}")
     verdict = "within" if overhead <= OVERHEAD_TARGET else "OVER"
     print(
-        f"interpretation: our spawn adds {o['median_s'] - b['median_s']:+.3f} s "
-        f"({overhead * 100:+.1f} %) to a bare start of the same server; {verdict} the "
-        f"{OVERHEAD_TARGET * 100:.0f} % target (vanilla JupyterHub was 2.2x on this machine)."
+        f"interpretation: our spawn adds {med['ours'] - med['bare']:+.3f} s "
+        f"({overhead * 100:+.1f} %) to a bare start of the same server, {verdict} the "
+        f"{OVERHEAD_TARGET * 100:.0f} % target; vanilla JupyterHub adds "
+        f"{med['vanilla'] - med['bare']:+.3f} s ({(ratios['vanilla/bare'] - 1) * 100:+.1f} %); "
+        f"ours takes {ratios['ours/vanilla']:.2f}x vanilla's time."
     )
     _save(hub, results)
 
 
-# -- 2. twenty users at once --------------------------------------------------------------------
-def _burst(hub: Hub, names: list[str]) -> dict[str, Any]:
+# -- 2. many users at once ----------------------------------------------------------------------
+def _burst(
+    names: list[str], spawn: Callable[[str], Spawn], hub_pid: int, proxy_pid: int
+) -> dict[str, Any]:
     """Fire all spawn requests at once; per-user and total times, and CPU used meanwhile."""
-    assert hub.proc is not None
-    hub_pid, proxy_pid = hub.proc.pid, _proxy_pid(hub)
-    # `mlrp up` exec()s jupyterhub, so the process we started is the hub itself.
+    # The CPU we count is this process's: `mlrp up` exec()s jupyterhub, vanilla is jupyterhub.
     assert "jupyterhub" in Path(f"/proc/{hub_pid}/cmdline").read_text(errors="replace")
     gate = threading.Barrier(len(names) + 1)
     spawns: dict[str, Spawn] = {}
@@ -424,7 +486,7 @@ def _burst(hub: Hub, names: list[str]) -> dict[str, Any]:
 
     def one(name: str) -> None:
         gate.wait()
-        spawns[name] = _timed_spawn(hub, name)
+        spawns[name] = spawn(name)
 
     with ThreadPoolExecutor(len(names)) as pool:
         futures = [pool.submit(one, n) for n in names]
@@ -464,36 +526,73 @@ def _burst(hub: Hub, names: list[str]) -> dict[str, Any]:
     }
 
 
-def test_twenty_users_at_once(bench_hub: Hub, results: dict[str, Any]) -> None:
+def test_many_users_at_once(bench_hub: Hub, vanilla: VanillaHub, results: dict[str, Any]) -> None:
     hub = bench_hub
+    assert hub.proc is not None
     names = [f"c{i:02d}" for i in range(CONCURRENT)]
     _add_users(hub, names)
     single = results.get("single", {}).get("ours", {}).get("median_s")
 
+    def ours() -> dict[str, Any]:
+        assert hub.proc is not None
+        return _burst(names, lambda n: _timed_spawn(hub, n), hub.proc.pid, _proxy_pid(hub))
+
+    # Vanilla runs between our two, so neither of ours sees a systematically different machine
+    # (page cache, homes just created) than vanilla does.
     runs: dict[str, dict[str, Any]] = {}
+    accounts: list[str] = []
     try:
-        runs["cold"] = _burst(hub, names)  # each spawn creates its Unix account
+        runs["cold"] = ours()  # each spawn creates its Unix account
+        _start_vanilla(vanilla, hub, names[0])
         _stop_all(hub, names)
-        runs["warm"] = _burst(hub, names)
+        unix = hub.unix_accounts()
+        accounts = [unix[n] for n in names]
+        vanilla.add_users(accounts)
+        assert vanilla.proc is not None
+        runs["vanilla"] = _burst(
+            accounts, lambda n: _vanilla_spawn(vanilla, n), vanilla.proc.pid, vanilla.proxy_pid()
+        )
+        _stop_vanilla(vanilla, accounts)
+        runs["warm"] = ours()
         _stop_all(hub, names)
     except BaseException:
         _stop_running(hub, names)
+        for n in accounts:
+            try:
+                if vanilla.running and vanilla.server_pid(n):
+                    vanilla.stop_server(n)
+            except (requests.RequestException, AssertionError, ValueError):
+                pass
         raise
 
     for r in runs.values():
         r["ratio_vs_serial_single"] = r["wall_s"] / (CONCURRENT * single) if single else None
-    results["concurrent"] = {"users": CONCURRENT, "profile": PROFILE, **runs}
+    van = runs["vanilla"]
+    vs_vanilla = {
+        kind: {
+            "wall": runs[kind]["wall_s"] / van["wall_s"],
+            "hub_cpu_per_spawn": runs[kind]["hub_cpu_per_spawn_s"] / van["hub_cpu_per_spawn_s"],
+        }
+        for kind in ("cold", "warm")
+    }
+    results["concurrent"] = {
+        "users": CONCURRENT,
+        "profile": PROFILE,
+        "order": "ours cold, vanilla, ours warm",
+        **runs,
+        "ours_vs_vanilla": vs_vanilla,
+    }
 
     cpus = os.cpu_count()
     print(f"\n== {CONCURRENT} users spawning at once, profile {PROFILE!r}, {cpus} CPUs ==")
     print(
-        f"{'':6}{'wall':>7}{'mean':>7}{'median':>7}{'max':>7}{'floor':>7}{'busy%':>7}"
+        f"{'':9}{'wall':>7}{'mean':>7}{'median':>7}{'max':>7}{'floor':>7}{'busy%':>7}"
         f"{'ours%':>7}{'hub':>7}{'/spawn':>7}{'kids':>6}{'proxy':>6}{'vs Nx1':>8}"
     )
     for kind, r in runs.items():
         vs = r["ratio_vs_serial_single"]
         print(
-            f"{kind:6}{r['wall_s']:7.1f}{r['per_user_mean_s']:7.1f}"
+            f"{kind:9}{r['wall_s']:7.1f}{r['per_user_mean_s']:7.1f}"
             f"{r['per_user']['median_s']:7.1f}{r['per_user']['max_s']:7.1f}"
             f"{r['cpu_floor_s']:7.1f}{r['machine_busy_pct']:7.0f}{r['ours_pct_of_busy']:7.0f}"
             f"{r['hub_cpu_s']:7.2f}{r['hub_cpu_per_spawn_s']:7.3f}"
@@ -501,25 +600,36 @@ def test_twenty_users_at_once(bench_hub: Hub, results: dict[str, Any]) -> None:
             + (f"{vs:8.2f}" if vs is not None else f"{'n/a':>8}")
         )
     print(
-        "seconds; wall = first request to last ready; mean/median/max = each user's own request "
+        "rows in the order they ran: cold = ours, each spawn creating its Unix account; vanilla "
+        "= vanilla JupyterHub + LocalProcessSpawner, same accounts; warm = ours again. Seconds; "
+        "wall = first request to last ready; mean/median/max = each user's own request "
         f"to ready; floor = CPU the {CONCURRENT} servers used until ready / CPUs; busy% = whole "
-        "machine; ours% = share of the machine's busy time used by hub, proxy, kids and servers; "
-        "hub = CPU (user+sys) of the jupyterhub process, /spawn per spawn; kids = its reaped "
-        "children (useradd); proxy = configurable-http-proxy; "
-        f"vs Nx1 = wall / ({CONCURRENT} x single median {single or float('nan'):.3f} s)"
+        "machine; ours% = share of the machine's busy time used by that hub, its proxy, kids "
+        "and servers; hub = CPU (user+sys) of the jupyterhub process, /spawn per spawn; kids = "
+        "its reaped children (useradd); proxy = its configurable-http-proxy; "
+        f"vs Nx1 = wall / ({CONCURRENT} x our single median {single or float('nan'):.3f} s). "
+        "Only our servers run in a cgroup (1 CPU / 2G each)."
     )
-    print(f"where each user's time goes (mean over the {CONCURRENT}):")
-    print(f"  {'':28}" + "".join(f"{k:>8}" for k in runs))
+    for kind in ("warm", "cold"):
+        print(
+            f"ours {kind}/vanilla: wall {vs_vanilla[kind]['wall']:.2f}x, hub CPU per spawn "
+            f"{vs_vanilla[kind]['hub_cpu_per_spawn']:.2f}x "
+            f"({runs[kind]['hub_cpu_per_spawn_s']:.3f} vs {van['hub_cpu_per_spawn_s']:.3f} s)"
+        )
+    print(f"where each of our users' time goes (mean over the {CONCURRENT}):")
+    print(f"  {'':28}" + "".join(f"{k:>8}" for k in ("cold", "warm")))
     for label, _, _ in PHASES:
         nan = float("nan")
-        cells = "".join(f"{r['phases_mean_s'].get(label, nan):8.2f}" for r in runs.values())
+        cells = "".join(
+            f"{runs[k]['phases_mean_s'].get(label, nan):8.2f}" for k in ("cold", "warm")
+        )
         print(f"  {label:28}{cells}")
     for kind, r in runs.items():
         print(
             f"interpretation ({kind}): {CONCURRENT} spawns took {r['wall_s']:.1f} s, "
             f"{r['wall_s'] / r['cpu_floor_s']:.2f}x the CPU floor of {r['cpu_floor_s']:.1f} s "
             f"(machine {r['machine_busy_pct']:.0f} % busy, {r['ours_pct_of_busy']:.0f} % of it "
-            f"ours; load before {r['loadavg_before']}); the hub used "
+            f"this hub's; load before {r['loadavg_before']}); the hub used "
             f"{r['hub_cpu_s']:.1f} s CPU, {100 * r['hub_cpu_s'] / r['machine_busy_s']:.0f} % "
             "of the machine's busy time."
         )
