@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,41 @@ def run_mlrp(
         env=code_env(base=env),
         check=False,
     )
+
+
+def wait_for_hub(
+    proc: subprocess.Popen[bytes], url: str, timeout: float, log: Callable[[], str], what: str
+) -> None:
+    """Until the JupyterHub at `url` answers its API; RuntimeError with its log if it exits
+    or does not answer within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log()}")
+        try:
+            if requests.get(f"{url}/hub/api", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not come up in {timeout} s:\n{log()[-3000:]}")
+
+
+def stop_hub(proc: subprocess.Popen[bytes] | None, proxy_pid_file: Path) -> None:
+    """SIGTERM to a hub by PID (it stops its proxy); one that does not stop within 30 s is
+    killed, and its proxy, which a killed hub cannot stop, gets SIGTERM by its recorded PID."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        try:
+            os.kill(int(proxy_pid_file.read_text().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass  # no pid file, or the proxy is gone already
 
 
 def _ignore_sigint() -> None:
@@ -255,18 +290,7 @@ class Hub:
             **self._as_user(),
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"hub exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/hub/api", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"hub did not come up in {timeout} s:\n{self.log()}")
+        wait_for_hub(self.proc, self.url, timeout, self.log, "hub")
         m = re.search(r"password:\s+(\S+)", self.log())
         if m and not self.admin_password:
             self.admin_password = m.group(1)
@@ -276,21 +300,7 @@ class Hub:
 
     def stop(self) -> None:
         """Stop the hub (and its proxy) by PID; user servers keep running (cleanup_servers off)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            # A killed hub cannot stop its proxy; stop it by the PID the hub recorded.
-            pid_file = self.data_dir / "proxy.pid"
-            if pid_file.exists():
-                try:
-                    os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-                except (ProcessLookupError, ValueError):
-                    pass
+        stop_hub(self.proc, self.data_dir / "proxy.pid")
 
     # -- accounts and API ----------------------------------------------------------------------
     def add_user(self, name: str) -> str:

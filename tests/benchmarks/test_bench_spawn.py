@@ -296,19 +296,24 @@ class BareServer:
                 proc.wait(timeout=10)
 
 
-def _stop_all(hub: Hub, names: list[str]) -> None:
-    """Stop these users' servers at once; assert no server, server process or lease is left."""
+def _stop_and_check(hub: Hub | VanillaHub, names: list[str], what: str) -> None:
+    """Stop these users' servers at once; assert no server or server process is left."""
     pids = {n: hub.server_pid(n) for n in names}
     with ThreadPoolExecutor(max(1, len(names))) as pool:
         list(pool.map(hub.stop_server, names))
     users = {u["name"]: u for u in hub.api("GET", "/users").json()}
     for n in names:
-        assert not users[n].get("servers"), f"server of {n} still listed: {users[n]}"
+        assert not users[n].get("servers"), f"{what} of {n} still listed: {users[n]}"
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids.values() if p) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = {n: p for n, p in pids.items() if p and _alive(p)}
-    assert not left, f"server processes still running after stop: {left}"
+    assert not left, f"{what} processes still running after stop: {left}"
+
+
+def _stop_all(hub: Hub, names: list[str]) -> None:
+    """Stop our servers; nothing of them is left, GPU leases included."""
+    _stop_and_check(hub, names, "server")
     assert hub.leases() == {}, f"GPU leases left after stop: {hub.leases()}"
 
 
@@ -323,18 +328,7 @@ def _stop_running(hub: Hub, names: list[str]) -> None:
 
 
 def _stop_vanilla(v: VanillaHub, names: list[str]) -> None:
-    """Stop these vanilla servers at once; assert no server or server process is left."""
-    pids = {n: v.server_pid(n) for n in names}
-    with ThreadPoolExecutor(max(1, len(names))) as pool:
-        list(pool.map(v.stop_server, names))
-    users = {u["name"]: u for u in v.api("GET", "/users").json()}
-    for n in names:
-        assert not users[n].get("servers"), f"vanilla server of {n} still listed: {users[n]}"
-    deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids.values() if p) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    left = {n: p for n, p in pids.items() if p and _alive(p)}
-    assert not left, f"vanilla server processes still running after stop: {left}"
+    _stop_and_check(v, names, "vanilla server")
 
 
 def _machine_busy() -> float:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from harness import PROXY_CMD, VENV, free_port
+from harness import PROXY_CMD, VENV, free_port, stop_hub, wait_for_hub
 
 JUPYTERHUB = VENV / "bin" / "jupyterhub"
 SINGLEUSER = VENV / "bin" / "jupyterhub-singleuser"
@@ -176,18 +175,7 @@ class VanillaHub:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vanilla hub exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"{self.url}/hub/api", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"vanilla hub did not come up in {timeout} s:\n{self.log()[-3000:]}")
+        wait_for_hub(self.proc, self.url, timeout, self.log, "vanilla hub")
         r = self.api("POST", f"/users/{ADMIN}/tokens", self.boot_token, json={"scopes": SCOPES})
         assert r.status_code == 201, f"token for {ADMIN}: {r.status_code} {r.text}"
         self.token = str(r.json()["token"])
@@ -234,17 +222,4 @@ class VanillaHub:
 
     def stop(self) -> None:
         """SIGTERM by PID: cleanup_servers stops its servers, then it stops its proxy."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        proxy = self.proxy_pid()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            if proxy:  # a killed hub cannot stop its proxy
-                try:
-                    os.kill(proxy, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+        stop_hub(self.proc, self.workdir / "proxy.pid")
