@@ -48,13 +48,16 @@ def _hub_for(developer: str, mode: str) -> Hub:
 
 def test_multi_user_mode_needs_root(developer: str) -> None:
     hub = _hub_for(developer, "system")
-    hub.write_config()
-    r = hub.mlrp("up", "--config", str(hub.config_path))
-    assert r.returncode == 2
-    assert "mlrp up must run as root" in r.stderr
-    assert "accounts.mode: single-user" in r.stderr
-    assert "Traceback" not in r.stderr
-    assert not (Path(hub.config["hub"]["data_dir"]) / "jupyterhub.sqlite").exists()
+    try:
+        hub.write_config()
+        r = hub.mlrp("up", "--config", str(hub.config_path))
+        assert r.returncode == 2
+        assert "mlrp up must run as root" in r.stderr
+        assert "accounts.mode: single-user" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert not (Path(hub.config["hub"]["data_dir"]) / "jupyterhub.sqlite").exists()
+    finally:
+        shutil.rmtree(hub.workdir, ignore_errors=True)
 
 
 def test_single_user_mode_runs_servers_as_the_invoking_account(developer: str) -> None:
@@ -87,3 +90,4 @@ def test_single_user_mode_runs_servers_as_the_invoking_account(developer: str) -
             except ProcessLookupError:
                 pass
         remove_accounts(hub.config["accounts"]["prefix"])
+        shutil.rmtree(hub.workdir, ignore_errors=True)
