@@ -212,8 +212,9 @@ def load_inventory(
     # Without NVML, a numeric id is the index N of /dev/nvidiaN (what Slurm's gres.conf and
     # nvidia-smi -L use on a node whose driver is not loaded yet); UUIDs have no known node.
     configured = tuple(GPU(id=d, minor=int(d) if d.isdigit() else None) for d in devices)
+    from_config = Inventory(configured, "config" if configured else "none")
     if source == "config":
-        return Inventory(configured, "config" if configured else "none")
+        return _warn_unnumbered(from_config)
     report = read_nvml() if nvml is None else nvml
     if report.available:
         if nvml is None:
@@ -226,7 +227,21 @@ def load_inventory(
             "install the NVIDIA driver (nvidia-smi must work), or set gpus.source to 'config' "
             "and list gpus.devices."
         )
-    return Inventory(configured, "config" if configured else "none")
+    return _warn_unnumbered(from_config)
+
+
+def _warn_unnumbered(inventory: Inventory) -> Inventory:
+    """The configured-devices counterpart of _warn_unfenceable: an id that is not a number
+    (a UUID) names no /dev/nvidiaN, so that GPU cannot be denied to others."""
+    unnumbered = [g.id for g in inventory.gpus if g.minor is None]
+    if unnumbered:
+        log.warning(
+            "GPU fence incomplete: gpus.devices names %s by UUID, so its /dev/nvidiaN is unknown. "
+            "Such GPUs are leased as usual, but servers that did not lease them can still open "
+            "them; list GPUs by their index N of /dev/nvidiaN instead.",
+            ", ".join(unnumbered),
+        )
+    return inventory
 
 
 class NoFreeGPUs(Exception):

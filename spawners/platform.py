@@ -80,25 +80,17 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
 
 
 def _log_fence(inventory: Inventory, cgroup_root: Path | None) -> None:
-    """Say once, at start, whether GPUs leased to others are denied or only hidden."""
+    """Say once, at start, whether GPUs leased to others are denied or only hidden. (GPUs
+    whose device node is unknown were named by load_inventory already.)"""
     if not inventory.gpus:
         return
     fence = probe_fence(cgroup_root) if cgroup_root is not None else None
-    if fence is None or not fence.enforced:
-        why = fence.detail if fence is not None else "limits are disabled (enforce_limits)"
-        log.warning(
-            "GPU fence off: %s. A server is only told its GPUs (CUDA_VISIBLE_DEVICES) and can "
-            "still open the others' device nodes; `mlrp doctor` says what to do.",
-            why,
-        )
-        return
-    unknown = [g.id for g in inventory.gpus if g.device_rule is None]
-    if unknown:
-        log.warning(
-            "GPU fence partial: no device number known for %s; those GPUs cannot be denied to "
-            "servers that do not lease them (list GPUs by index in gpus.devices, or see "
-            "`mlrp doctor`).",
-            ", ".join(unknown),
-        )
-    else:
+    if fence is not None and fence.enforced:
         log.info("GPU fence: %s denies each server the GPUs leased to others", fence.detail)
+        return
+    why = fence.detail if fence is not None else "limits are disabled (enforce_limits)"
+    log.warning(
+        "GPU fence off: %s. A server is only told its GPUs (CUDA_VISIBLE_DEVICES) and can still "
+        "open the others' device nodes; `mlrp doctor` says what to do.",
+        why,
+    )
