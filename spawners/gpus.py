@@ -213,11 +213,12 @@ def load_inventory(
     # nvidia-smi -L use on a node whose driver is not loaded yet); UUIDs have no known node.
     configured = tuple(GPU(id=d, minor=int(d) if d.isdigit() else None) for d in devices)
     from_config = Inventory(configured, "config" if configured else "none")
+    quiet = nvml is not None  # the doctor names unfenceable GPUs in its table instead
     if source == "config":
-        return _warn_unnumbered(from_config)
+        return from_config if quiet else _warn_unnumbered(from_config)
     report = read_nvml() if nvml is None else nvml
     if report.available:
-        if nvml is None:
+        if not quiet:
             _warn_unfenceable(report)
         return Inventory(nvml_gpus(report), "nvml")
     log.debug("NVML not available: %s", report.error)
@@ -227,7 +228,7 @@ def load_inventory(
             "install the NVIDIA driver (nvidia-smi must work), or set gpus.source to 'config' "
             "and list gpus.devices."
         )
-    return _warn_unnumbered(from_config)
+    return from_config if quiet else _warn_unnumbered(from_config)
 
 
 def _warn_unnumbered(inventory: Inventory) -> Inventory:
