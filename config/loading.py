@@ -9,6 +9,7 @@ from typing import Any
 from config.defaults import default_config
 from config.render import config_path_from_env, configure, node_inventory
 from config.schema import MLRPConfig, load
+from spawners.gpus import Inventory
 
 SYSTEM_CONFIG = Path("/etc/mlrp/mlrp.yaml")
 
@@ -24,9 +25,14 @@ def resolve_path(given: str | None) -> Path | None:
 
 
 def load_config(path: Path | None) -> MLRPConfig:
+    return load_with_inventory(path)[0]
+
+
+def load_with_inventory(path: Path | None) -> tuple[MLRPConfig, Inventory]:
+    """The validated deployment and the GPUs this node offers under it (read once: NVML's
+    start-up can take a second on a GPU node)."""
     cfg = load(path) if path else default_config()
-    node_inventory(cfg, str(path) if path else "the embedded default configuration")
-    return cfg
+    return cfg, node_inventory(cfg, str(path) if path else "the embedded default configuration")
 
 
 def load_for_hub(c: Any) -> None:

@@ -20,8 +20,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from config.loading import load_config, resolve_path
-from config.render import node_inventory
+from config.loading import load_config, load_with_inventory, resolve_path
 from config.schema import ConfigError, MLRPConfig
 
 if TYPE_CHECKING:
@@ -63,14 +62,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from hub.reconcile import release_orphan_leases
     from spawners.gpus import GPUAllocator
 
-    cfg, path = _load(args)
+    path = resolve_path(args.config)
+    cfg, inventory = load_with_inventory(path)
     if cfg.accounts.mode == "system" and os.geteuid() != 0:
         raise CLIError(
             "mlrp up must run as root: it creates one Unix account per user and runs each "
             "server as that account. For one developer without root, set accounts.mode: "
             "single-user in the YAML (every server then runs as you)."
         )
-    inventory = node_inventory(cfg)
     records = _records(cfg)
     released = release_orphan_leases(
         GPUAllocator(records, inventory), cfg.hub.data_dir / "jupyterhub.sqlite"
