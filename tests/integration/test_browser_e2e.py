@@ -10,18 +10,16 @@ saying what to do and nothing is taken; stopping a server frees its GPU for the 
 
 from __future__ import annotations
 
-import json
 import pwd
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 import requests
 import websocket
 from harness import Hub
+from kernel import Kernel
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -53,89 +51,6 @@ print(json.dumps({
     "home": os.path.expanduser("~"),
 }))
 """
-
-
-# -- a kernel through the hub's proxy --------------------------------------------------------
-class Kernel:
-    """A real kernel in `name`'s server, driven over REST + the kernel channels WebSocket."""
-
-    def __init__(self, hub: Hub, name: str, token: str) -> None:
-        self.hub, self.name, self.token = hub, name, token
-        self.base = f"{hub.url}/user/{name}/api/kernels"
-        r = requests.post(self.base, json={"name": "python3"}, headers=self.headers, timeout=60)
-        assert r.status_code == 201, f"kernel start in {name}'s server: {r.status_code} {r.text}"
-        self.id: str = r.json()["id"]
-        self.session = uuid.uuid4().hex
-        self.ws = websocket.create_connection(
-            self.channels_url(hub, name, self.id),
-            header=[f"Authorization: token {token}"],
-            timeout=60,
-        )
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"token {self.token}"}
-
-    @staticmethod
-    def channels_url(hub: Hub, name: str, kernel_id: str) -> str:
-        ws_base = hub.url.replace("http://", "ws://", 1)
-        return f"{ws_base}/user/{name}/api/kernels/{kernel_id}/channels"
-
-    def run(self, code: str, timeout: float = 60) -> str:
-        """Execute `code`; return its stdout. An exception in the kernel fails the test."""
-        msg_id = uuid.uuid4().hex
-        self.ws.send(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "msg_type": "execute_request",
-                        "username": self.name,
-                        "session": self.session,
-                        "version": "5.3",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {
-                        "code": code,
-                        "silent": False,
-                        "store_history": False,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                        "stop_on_error": True,
-                    },
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
-        out: list[str] = []
-        error: dict[str, Any] | None = None
-        replied = idle = False
-        deadline = time.monotonic() + timeout
-        while not (replied and idle):
-            assert time.monotonic() < deadline, f"no execute_reply from {self.name}'s kernel"
-            msg = json.loads(self.ws.recv())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["header"]["msg_type"], msg["content"]
-            if kind == "stream" and content.get("name") == "stdout":
-                out.append(content["text"])
-            elif kind == "error":
-                error = content
-            elif kind == "execute_reply":
-                replied = True
-            elif kind == "status" and content.get("execution_state") == "idle":
-                idle = True
-        assert error is None, f"{error['ename']}: {error['evalue']}\n{''.join(out)}"
-        return "".join(out)
-
-    def run_json(self, code: str) -> Any:
-        return json.loads(self.run(code).strip().splitlines()[-1])
-
-    def close(self) -> None:
-        self.ws.close()
-        requests.delete(f"{self.base}/{self.id}", headers=self.headers, timeout=30)
 
 
 # -- the browser -----------------------------------------------------------------------------
