@@ -443,9 +443,10 @@ def remove_cgroups(prefix: str) -> None:
                     pass
 
 
-def new_hub(gpus: int = 4) -> Hub:
-    """A Hub (not started) in a fresh work directory, with this run's account prefix."""
-    workdir = Path(tempfile.mkdtemp(prefix="mlrp-test-"))
+def new_hub(gpus: int = 4, parent: Path | None = None) -> Hub:
+    """A Hub (not started) in a fresh work directory (under `parent`, default the system's temp
+    directory), with this run's account prefix."""
+    workdir = Path(tempfile.mkdtemp(prefix="mlrp-test-", dir=parent))
     workdir.chmod(0o755)
     return Hub(workdir, base_config(workdir / "data", run_prefix(), gpus=gpus))
 
