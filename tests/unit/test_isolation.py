@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -39,24 +40,26 @@ def test_parse_umask_refuses_what_is_not_octal(text: str) -> None:
 
 
 NOBODY = pwd.getpwnam("nobody")
+MINE = f"mlrp-test-{os.getpid()}"  # what the probe writes, named so no other run's file matches
 
 # What a server's first process sees: its temp dirs, a file it creates, /dev/shm's size, and
 # whether writing past that size is refused.
 PROBE = """
 import json, os, sys
+mine = sys.argv[1]
 seen = {}
 for d in ("/tmp", "/var/tmp"):
     seen[d] = sorted(os.listdir(d))
-    with open(os.path.join(d, "mine"), "w") as f:
+    with open(os.path.join(d, mine), "w") as f:
         f.write("x")
-    seen[d + "/mine"] = oct(os.stat(os.path.join(d, "mine")).st_mode & 0o777)
-os.mkdir("/tmp/dir")
-seen["dir"] = oct(os.stat("/tmp/dir").st_mode & 0o777)
+    seen[d + "/mine"] = oct(os.stat(os.path.join(d, mine)).st_mode & 0o777)
+os.mkdir(os.path.join("/tmp", mine + ".d"))
+seen["dir"] = oct(os.stat(os.path.join("/tmp", mine + ".d")).st_mode & 0o777)
 st = os.statvfs("/dev/shm")
 seen["shm_bytes"] = st.f_blocks * st.f_frsize
 seen["shm_owner"] = os.stat("/dev/shm").st_uid
 try:
-    with open("/dev/shm/big", "wb") as f:
+    with open("/dev/shm/" + mine, "wb") as f:
         for _ in range(8):
             f.write(b"x" * 2**20)
     seen["shm_overflow"] = "written"
@@ -78,7 +81,7 @@ def _run_in(tmp: PrivateTmp, mask: int = 0o077) -> dict[str, object]:
         os.setuid(NOBODY.pw_uid)
 
     out = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", PROBE, MINE],
         preexec_fn=preexec,
         capture_output=True,
         text=True,
@@ -88,6 +91,15 @@ def _run_in(tmp: PrivateTmp, mask: int = 0o077) -> dict[str, object]:
     assert out.returncode == 0, out.stderr
     result: dict[str, object] = json.loads(out.stdout)
     return result
+
+
+@pytest.fixture(autouse=True)
+def _no_litter() -> Iterator[None]:
+    """Where isolation is broken (a mutant run), the probe writes to the host: clean that."""
+    yield
+    for path in (Path("/tmp", MINE), Path("/var/tmp", MINE), Path("/dev/shm", MINE)):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(Path("/tmp", MINE + ".d"), ignore_errors=True)
 
 
 @pytest.fixture
@@ -114,9 +126,9 @@ def test_a_server_sees_only_its_own_temp_dirs(
 
     assert seen["/tmp"] == [] and seen["/var/tmp"] == [], "fresh and empty, not the host's"
     # What it wrote is in its own directory, not in the host's /tmp...
-    assert (tmp.dir("tmp") / "mine").read_text() == "x"
-    assert (tmp.dir("var-tmp") / "mine").read_text() == "x"
-    assert not (Path("/tmp") / "mine").exists()
+    assert (tmp.dir("tmp") / MINE).read_text() == "x"
+    assert (tmp.dir("var-tmp") / MINE).read_text() == "x"
+    assert not (Path("/tmp") / MINE).exists() and not (Path("/var/tmp") / MINE).exists()
     # ...below a directory nobody but root may enter, in directories only the server's owner may.
     assert (tmp.root.stat().st_mode & 0o777, tmp.base.stat().st_mode & 0o777) == (0o700, 0o700)
     for name in TMP_DIRS:
@@ -138,7 +150,7 @@ def test_dev_shm_is_private_and_no_larger_than_the_memory_limit(
     assert seen["shm_bytes"] == 4 * MiB
     assert seen["shm_owner"] == NOBODY.pw_uid
     assert seen["shm_overflow"] == 28, "ENOSPC: 8 MiB do not fit in a 4 MiB /dev/shm"
-    assert not Path("/dev/shm/big").exists(), "the host's /dev/shm never saw it"
+    assert not Path("/dev/shm", MINE).exists(), "the host's /dev/shm never saw it"
 
 
 @root_only
