@@ -89,6 +89,7 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
         )
     key = id(records)
     if key not in _cache:
+        _share_hub_log(spawner.log)
         inventory = load_inventory(spawner.gpu_source, spawner.gpu_devices)
         log_dir = Path(spawner.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -132,6 +133,25 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
         _log_containment(containment, mounts_detail)
         _cache[key].sweep_held()
     return _cache[key]
+
+
+def _share_hub_log(app_log: logging.Logger) -> None:
+    """Send our modules' log records (spawners.*, hub.*) to JupyterHub's log, at its level.
+
+    Without this they reach no handler: Python's last resort prints warnings bare on stderr
+    and drops the rest, so the hub log would never say how servers are fenced or contained.
+    Only JupyterHub's own logger is joined (elsewhere, e.g. in tests, records propagate).
+    """
+    if app_log.name != "JupyterHub":
+        return
+    for name in ("spawners", "hub"):
+        ours = logging.getLogger(name)
+        if ours.handlers:
+            continue
+        for handler in app_log.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(app_log.getEffectiveLevel())
+        ours.propagate = False
 
 
 def _log_containment(containment: KillSupport, mounts_detail: str) -> None:
