@@ -232,7 +232,7 @@ class LocalBackend(PlacementBackend):
         self.tmp = PrivateTmp(
             p.tmp_root, self.tag, account.uid, account.gid, request.profile.memory_bytes
         )
-        self.tmp.prepare()
+        await asyncio.to_thread(self.tmp.prepare)  # may delete a large leftover tree
         steps = [self.cgroup.preexec_join()] if self.cgroup else []
         if p.private_mounts:
             steps.append(self.tmp.preexec_mounts())
@@ -448,7 +448,7 @@ class LocalBackend(PlacementBackend):
             self.cgroup.remove()
             self.cgroup = None
         if self.tmp is not None:
-            self.tmp.remove()
+            await asyncio.to_thread(self.tmp.remove)  # off the event loop: it can be large
             self.tmp = None
 
     async def _end_processes(self) -> list[int]:
