@@ -54,6 +54,7 @@ def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
         "memory_bytes": p.memory_bytes,
         "idle_timeout": p.idle_timeout,
         "groups": list(p.groups),
+        "max_processes": p.max_processes,
     }
 
 
@@ -95,6 +96,8 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     s.account_prefix = cfg.accounts.prefix
     s.home_root = str(cfg.accounts.home_root)
     s.log_dir = str(data / "logs")
+    s.tmp_dir = str(data / "tmp")
+    s.umask = cfg.accounts.umask
     s.form_renderer = render_form
     s.poll_interval = h.poll_interval
     s.start_timeout = h.start_timeout

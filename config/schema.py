@@ -24,6 +24,8 @@ from pydantic import (
 
 from spawners.cgroups import memory_size
 
+# Enough for JupyterLab with a dozen kernels each running one thread per core of a 64-core node.
+DEFAULT_MAX_PROCESSES = 4096
 SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,39}$"
 GROUP_RE = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -115,6 +117,20 @@ class AccountsSection(_Strict):
     )
     prefix: str = Field("mlrp-", pattern=r"^[a-z][a-z0-9]{0,7}-$")
     home_root: Path = Path("/home")
+    umask: str = Field(
+        "077",
+        pattern=r"^0?[0-7]{3}$",
+        description="umask of people's servers and what they start (octal, e.g. 077 or 027); "
+        "077 keeps every file a person creates private to them.",
+    )
+
+    @field_validator("umask", mode="before")
+    @classmethod
+    def _umask_is_text(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool):
+            # YAML reads 077 as the decimal 77 and 0o77 as 63: neither means what was typed.
+            raise ValueError(f'write the umask in quotes, e.g. umask: "077"; got {v!r}')
+        return v
 
 
 class GPUSection(_Strict):
@@ -176,6 +192,13 @@ class ProfileSection(_Strict):
     )
     groups: list[str] = Field(
         default_factory=list, description="Groups that may see this profile; empty = everyone."
+    )
+    max_processes: int = Field(
+        DEFAULT_MAX_PROCESSES,
+        ge=16,
+        le=4_194_304,
+        description="Processes and threads a server may have at once (cgroup pids limit): "
+        "a fork bomb stops there instead of taking the node down.",
     )
 
     @field_validator("gpus", mode="before")

@@ -1,7 +1,8 @@
 """`mlrp doctor`: what this node has and lacks for running the hub, and an exit status.
 
 Each check probes one real thing (the NVIDIA driver through NVML, the proxy binary, free disk,
-root, `useradd`, the Slurm client, cgroups, the GPU fence) and turns every expected failure into
+root, `useradd`, the Slurm client, cgroups, the GPU fence, how stopped servers are ended,
+private temp space, /proc hiding) and turns every expected failure into
 a `Check` that is not ok, so the admin sees a table and one fix line per problem, never a
 traceback. Exit status: 0 when every required check passes, 1 otherwise.
 
@@ -20,8 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from spawners.cgroups import DEFAULT_ROOT, CgroupSupport, FenceSupport, probe, probe_fence
+from spawners.cgroups import (
+    DEFAULT_ROOT,
+    CgroupSupport,
+    FenceSupport,
+    KillSupport,
+    probe,
+    probe_fence,
+    probe_kill,
+)
 from spawners.gpus import GPUSourceError, Inventory, NvmlReport, load_inventory, read_nvml
+from spawners.isolation import private_tmp_works
 
 GIB = 1024**3
 GPU_SOURCES = ("nvml", "config", "auto")
@@ -57,6 +67,20 @@ FENCE_V2_FIX = (
     "systemd.unified_cgroup_hierarchy=0 where systemd still offers it); until then a server can "
     "open every /dev/nvidiaN, so tell users that CUDA_VISIBLE_DEVICES is a convention, not a "
     "boundary."
+)
+CONTAINMENT_FIX = (
+    "Run the hub as root on a node with writable cgroups (v2, or the v1 freezer), so that "
+    "stopping a server ends every process it started; until then a process a person detaches "
+    "(nohup, setsid) outlives their server and can keep using a GPU handed on to someone else."
+)
+PRIVATE_TMP_FIX = (
+    "Run the hub as root where mount namespaces are allowed (not in an unprivileged "
+    "container), so each server gets its own /tmp, /var/tmp and /dev/shm; until then /tmp is "
+    "shared (servers only get TMPDIR) and /dev/shm outlives servers and their memory limits."
+)
+HIDEPID_FIX = (
+    "Hide other people's processes: `mount -o remount,hidepid=invisible /proc` (hidepid=2 on "
+    "kernels before 5.8), and in /etc/fstab: `proc /proc proc defaults,hidepid=invisible 0 0`."
 )
 FENCE_DEVICES_FIX = (
     "Mount the cgroup v1 devices controller at /sys/fs/cgroup/devices and run the hub as root, "
@@ -293,6 +317,53 @@ def check_cgroups(support: CgroupSupport) -> Check:
     return Check(name, False, support.detail, False, CGROUP_FIX)
 
 
+def check_containment(support: KillSupport) -> Check:
+    """How a stop ends the processes a server detached (the spawner's own probe)."""
+    name = "stopped servers' processes"
+    if support.enforced:
+        return Check(name, True, f"ended with {support.detail}", False)
+    return Check(name, False, support.detail, False, CONTAINMENT_FIX)
+
+
+def check_private_tmp(works: tuple[bool, str]) -> Check:
+    ok, detail = works
+    return Check("private /tmp, /dev/shm", ok, detail, False, "" if ok else PRIVATE_TMP_FIX)
+
+
+def proc_hidepid(mounts: str) -> str | None:
+    """The hidepid option of the /proc mount in a /proc/mounts text; None when not set
+    (everyone sees everyone's processes and command lines)."""
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[1] == "/proc" and fields[2] == "proc":
+            for option in fields[3].split(","):
+                key, _, value = option.partition("=")
+                if key == "hidepid" and value not in ("0", "off"):
+                    return value
+            return None
+    return None
+
+
+def check_hidepid(mounts: str) -> Check:
+    name = "/proc hides other users"
+    value = proc_hidepid(mounts)
+    if value in ("2", "invisible"):
+        return Check(name, True, f"hidepid={value}", False)
+    detail = (
+        f"hidepid={value}: others' processes are listed, without details"
+        if value is not None
+        else "no hidepid: every account sees everyone's processes and command lines"
+    )
+    return Check(name, False, detail, False, HIDEPID_FIX)
+
+
+def _read_mounts() -> str:
+    try:
+        return Path("/proc/mounts").read_text()
+    except OSError:
+        return ""
+
+
 # --- the whole run ----------------------------------------------------------------------------
 
 
@@ -324,6 +395,9 @@ def run_checks(
         checks.append(check_slurm_client())
     checks.append(check_cgroups(probe(cgroup_root)))
     checks.append(check_fence(inventory, nvml, probe_fence(cgroup_root)))
+    checks.append(check_containment(probe_kill(cgroup_root)))
+    checks.append(check_private_tmp(private_tmp_works()))
+    checks.append(check_hidepid(_read_mounts()))
     return checks
 
 

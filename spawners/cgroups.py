@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,14 +40,26 @@ PARENT = "mlrp"
 CPU_PERIOD_US = 100_000
 # The kernel refuses CFS quotas under 1 ms; 0.01 CPU at a 100 ms period is exactly that.
 MIN_CPUS = 0.01
-CONTROLLERS = ("memory", "cpu")
+# Controllers that limit a server: memory, CPU time, number of tasks (processes and threads).
+CONTROLLERS = ("memory", "cpu", "pids")
+# v1 only: the freezer stops every task of a group at once, so a kill round cannot be outrun by
+# fork(). (v2 has cgroup.kill, which needs no controller.)
+FREEZER = "freezer"
 
 _DEVICE_RE = re.compile(r"[cb] \d{1,4}:\d{1,7} [rwm]{1,3}")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _MEMORY_RE = re.compile(r"([+-]?\d+(?:\.\d+)?)\s*(?:([kmgt])(?:i?b)?|b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-# A v1 hierarchy is usable for a controller when this limit file exists in its root.
-_V1_LIMIT_FILE = {"memory": "memory.limit_in_bytes", "cpu": "cpu.cfs_quota_us"}
+# A v1 hierarchy is usable for a controller when this file exists in its root (pids.max and
+# freezer.state exist only below the root).
+_V1_LIMIT_FILE = {
+    "memory": "memory.limit_in_bytes",
+    "cpu": "cpu.cfs_quota_us",
+    "pids": "cgroup.procs",
+    FREEZER: "cgroup.procs",
+}
+# (major, minor) of the first kernel with cgroup.kill.
+_CGROUP_KILL_KERNEL = (5, 14)
 
 
 class CgroupError(OSError):
@@ -86,6 +99,8 @@ class Limits:
 
     cpus: float | None
     memory_bytes: int | None
+    # Tasks (processes and threads) the server may have at once: a fork bomb stops there.
+    max_processes: int | None = None
     # Device nodes the server may not open, as v1 devices.deny lines ("c 195:3 rwm"): the GPUs
     # leased to others. Only cgroup v1 has a devices controller; v2 fences devices with eBPF,
     # which we do not do (yet): there CUDA_VISIBLE_DEVICES is the only fence.
@@ -100,6 +115,8 @@ class Limits:
             raise ValueError(f"cpus must be at least {MIN_CPUS}; got {self.cpus!r}")
         if self.memory_bytes is not None and self.memory_bytes <= 0:
             raise ValueError(f"memory_bytes must be greater than zero; got {self.memory_bytes!r}")
+        if self.max_processes is not None and self.max_processes < 1:
+            raise ValueError(f"max_processes must be at least 1; got {self.max_processes!r}")
 
 
 @dataclass(frozen=True)
@@ -165,9 +182,14 @@ def _detect(root: Path) -> _Layout:
         return _Layout("v2", usable, writable, str(root))
     # v1 or hybrid: the controllers have their own mounts; a cgroup2 mount at
     # <root>/unified (hybrid) holds no controllers we use and is ignored.
-    usable = tuple(c for c in CONTROLLERS if (root / c / _V1_LIMIT_FILE[c]).is_file())
+    usable = tuple(c for c in (*CONTROLLERS, FREEZER) if (root / c / _V1_LIMIT_FILE[c]).is_file())
     unwritable = [str(root / c) for c in usable if not os.access(root / c, os.W_OK)]
     return _Layout("v1", usable, not unwritable, ", ".join(unwritable) or str(root))
+
+
+def _limiting(layout: _Layout) -> tuple[str, ...]:
+    """The controllers of `layout` that enforce memory or CPU limits."""
+    return tuple(c for c in layout.controllers if c in ("memory", "cpu"))
 
 
 def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
@@ -177,7 +199,7 @@ def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
     the current truth, e.g. after an admin remounts /sys/fs/cgroup.
     """
     layout = _detect(root)
-    if not layout.controllers:
+    if not _limiting(layout):
         return CgroupSupport(
             False,
             "none",
@@ -193,10 +215,55 @@ def probe(root: Path = DEFAULT_ROOT) -> CgroupSupport:
     detail = f"cgroup {layout.kind} ({', '.join(layout.controllers)})"
     if _devices_usable(root, layout.kind):
         detail += "; GPU device nodes can be fenced (devices)"
-    missing = [c for c in CONTROLLERS if c not in layout.controllers]
+    missing = [c for c in ("memory", "cpu") if c not in layout.controllers]
     if missing:
         detail += f"; no {' or '.join(missing)} controller: those limits are advisory"
     return CgroupSupport(True, layout.kind, detail)
+
+
+def _makes_groups(layout: _Layout) -> bool:
+    """Whether servers get a cgroup under this layout: it is writable, and it has a controller
+    to limit or freeze with (v1), or cgroup.kill, which needs none (v2)."""
+    return layout.writable and (bool(layout.controllers) or layout.kind == "v2")
+
+
+def _kernel_has_cgroup_kill(release: str | None = None) -> bool:
+    numbers = re.findall(r"\d+", release if release is not None else os.uname().release)
+    return tuple(int(n) for n in numbers[:2]) >= _CGROUP_KILL_KERNEL
+
+
+@dataclass(frozen=True)
+class KillSupport:
+    """How a stopped server's leftover processes are ended here (``mlrp doctor``, hub log)."""
+
+    enforced: bool
+    # "v2-kill" (cgroup.kill: one atomic write), "v1-freezer" (freeze, kill, thaw: nothing can
+    # fork meanwhile), "signals" (kill what is listed, round after round) or "none" (no server
+    # cgroups: a detached process of a stopped server outlives it).
+    kind: str
+    detail: str
+
+
+def probe_kill(root: Path = DEFAULT_ROOT) -> KillSupport:
+    """Say how :meth:`ServerCgroup.kill` would end a server's processes under ``root``."""
+    layout = _detect(root)
+    if not _makes_groups(layout):
+        return KillSupport(
+            False,
+            "none",
+            f"no writable cgroups under {root} (uid {os.geteuid()}): processes a server "
+            "detaches survive its stop",
+        )
+    if layout.kind == "v2" and _kernel_has_cgroup_kill():
+        return KillSupport(True, "v2-kill", f"cgroup.kill (cgroup v2 at {root})")
+    if FREEZER in layout.controllers:
+        return KillSupport(True, "v1-freezer", f"cgroup v1 freezer at {root / FREEZER}")
+    return KillSupport(
+        True,
+        "signals",
+        f"no freezer or cgroup.kill under {root}: leftovers are killed in rounds; a process "
+        "that forks faster than that can hold a stop up until the kill timeout",
+    )
 
 
 def _devices_usable(root: Path, kind: str) -> bool:
@@ -222,7 +289,7 @@ def probe_fence(root: Path = DEFAULT_ROOT) -> FenceSupport:
     controller means no cgroup at all, hence no fence either.
     """
     layout = _detect(root)
-    if not layout.controllers or not layout.writable:
+    if not _makes_groups(layout):
         return FenceSupport(False, "no-cgroups", probe(root).detail)
     if layout.kind == "v2":
         # v2 has no devices controller: device access is an eBPF program attached to the group.
@@ -234,6 +301,14 @@ def probe_fence(root: Path = DEFAULT_ROOT) -> FenceSupport:
             f"no writable cgroup v1 devices controller at {root / 'devices'} (uid {os.geteuid()})",
         )
     return FenceSupport(True, "v1-devices", f"cgroup v1 devices controller at {root / 'devices'}")
+
+
+def _signal_all(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
 
 
 def _check_name(name: str) -> None:
@@ -270,6 +345,8 @@ def _warn_unenforced(limits: Limits, controllers: tuple[str, ...]) -> None:
         log.warning("no cgroup memory controller: memory limit %d is advisory", limits.memory_bytes)
     if limits.cpus is not None and "cpu" not in controllers:
         log.warning("no cgroup cpu controller: cpu limit %s is advisory", limits.cpus)
+    if limits.max_processes is not None and "pids" not in controllers:
+        log.warning("no cgroup pids controller: process limit %d is advisory", limits.max_processes)
 
 
 def _quota_us(cpus: float) -> int:
@@ -286,10 +363,16 @@ def _limit_v1(controller: str, group: Path, limits: Limits) -> None:
         _write(group / "cpu.cfs_period_us", str(CPU_PERIOD_US))
         quota = -1 if limits.cpus is None else _quota_us(limits.cpus)
         _write(group / "cpu.cfs_quota_us", str(quota))
+    elif controller == "pids":
+        _write(group / "pids.max", _pids_max(limits))
     elif controller == "devices":
         # A new group allows everything, like its parent; each line adds one exception.
         for line in limits.denied_devices:
             _write(group / "devices.deny", line)
+
+
+def _pids_max(limits: Limits) -> str:
+    return "max" if limits.max_processes is None else str(limits.max_processes)
 
 
 def _limit_v2(controllers: tuple[str, ...], group: Path, limits: Limits) -> None:
@@ -300,6 +383,8 @@ def _limit_v2(controllers: tuple[str, ...], group: Path, limits: Limits) -> None
     if "cpu" in controllers:
         quota = "max" if limits.cpus is None else str(_quota_us(limits.cpus))
         _write(group / "cpu.max", f"{quota} {CPU_PERIOD_US}")
+    if "pids" in controllers:
+        _write(group / "pids.max", _pids_max(limits))
 
 
 class ServerCgroup:
@@ -332,7 +417,7 @@ class ServerCgroup:
         """
         _check_name(name)
         layout = _detect(root)
-        if not layout.controllers or not layout.writable:
+        if not _makes_groups(layout):
             return None
         _warn_unenforced(limits, layout.controllers)
         groups: tuple[Path, ...]
@@ -363,10 +448,12 @@ class ServerCgroup:
     @staticmethod
     def _create_v2(name: str, limits: Limits, root: Path, controllers: tuple[str, ...]) -> Path:
         # Each level must hand the controllers down before the level below can use them.
-        _enable_controllers(root, controllers)
+        if controllers:
+            _enable_controllers(root, controllers)
         parent = root / PARENT
         _mkdir(parent)
-        _enable_controllers(parent, controllers)
+        if controllers:
+            _enable_controllers(parent, controllers)
         group = parent / name
         _mkdir(group)
         _limit_v2(controllers, group, limits)
@@ -402,8 +489,23 @@ class ServerCgroup:
 
         return _join_self
 
+    @classmethod
+    def find(cls, name: str, root: Path = DEFAULT_ROOT) -> ServerCgroup | None:
+        """The server cgroup called ``name`` as it exists now, or None if there is none (a hub
+        restart lost the object; the groups and their processes are still there)."""
+        _check_name(name)
+        layout = _detect(root)
+        if layout.kind == "v2":
+            groups = [root / PARENT / name]
+        else:
+            groups = [root / c / PARENT / name for c in (*layout.controllers, "devices")]
+        found = tuple(g for g in groups if g.is_dir())
+        return cls(name, layout.kind, found) if found else None
+
     def pids(self) -> list[int]:
-        """Processes now in the group (any of them, on v1), sorted; [] once it is removed."""
+        """Processes now in the group (any of them, on v1), sorted; [] once it is removed.
+
+        A process that has exited is no longer listed, even while it is a zombie."""
         found: set[int] = set()
         for group in self._groups:
             try:
@@ -411,6 +513,43 @@ class ServerCgroup:
             except FileNotFoundError:
                 continue
         return sorted(found)
+
+    def _group_of(self, controller: str) -> Path | None:
+        """This server's v1 group of `controller` (<root>/<controller>/mlrp/<name>)."""
+        for group in self._groups:
+            if group.parent.parent.name == controller:
+                return group
+        return None
+
+    def kill(self) -> list[int]:
+        """Send SIGKILL to every process of the server, once; return the pids seen.
+
+        However a process detached (a new session, nohup, a double fork), it stays in the
+        group, so this ends all of them. v2: one write to cgroup.kill, which the kernel applies
+        to the whole group atomically. v1: freeze the group, kill what it lists, thaw (a frozen
+        process cannot fork, so none is missed; the kills take effect at the thaw). Without
+        either, kill what is listed: the caller repeats until the group is empty. Never waits:
+        callers poll :meth:`pids` in their own loop.
+        """
+        pids = self.pids()
+        if not pids:
+            return []
+        if self.kind == "v2" and self._groups:
+            kill_file = self._groups[0] / "cgroup.kill"
+            if kill_file.is_file():
+                _write(kill_file, "1")
+                return pids
+        freezer = self._group_of(FREEZER)
+        if freezer is not None:
+            _write(freezer / "freezer.state", "FROZEN")
+            try:
+                pids = self.pids()
+                _signal_all(pids)
+            finally:
+                _write(freezer / "freezer.state", "THAWED")
+            return pids
+        _signal_all(pids)
+        return pids
 
     def remove(self) -> None:
         """Remove the groups once the server's processes are gone.

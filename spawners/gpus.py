@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
-from spawners.records import Lease, Records
+from spawners.records import Lease, Records, held_tag
 
 log = logging.getLogger(__name__)
 
@@ -315,10 +315,27 @@ class GPUAllocator:
             log.info("Released GPU(s) %s of %s", ",".join(freed), owner)
         return freed
 
+    def hold(self, owner: str, holder: str) -> list[str]:
+        """Move `owner`'s GPUs to the lease owner `holder`, keeping them from everyone: the
+        server stopped, but processes of it that could not be killed may still use them.
+
+        Release and re-lease run with no await between them, so no other spawn of this hub
+        can take the GPUs in between (one hub per node owns the node's leases)."""
+        devices = [lease.device for lease in self.leases() if lease.owner == owner]
+        if not devices:
+            return []
+        self.records.release_gpus(owner)
+        return self.records.lease_gpus(holder, self.node, devices, len(devices))
+
     def release_all_except(self, live_owners: set[str]) -> list[Lease]:
-        """Free leases whose owner is not a live server (hub start-up reconciliation)."""
+        """Free leases whose owner is not a live server (hub start-up reconciliation).
+
+        GPUs held for a stopped server's leftover processes stay held: Platform.sweep_held
+        frees them once those processes are gone."""
         stale = [
-            lease for lease in self.records.leases(self.node) if lease.owner not in live_owners
+            lease
+            for lease in self.records.leases(self.node)
+            if lease.owner not in live_owners and held_tag(lease.owner) is None
         ]
         for owner in {lease.owner for lease in stale}:
             self.release(owner)

@@ -11,9 +11,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spawners.cgroups import CgroupSupport, probe, probe_fence
+from spawners.cgroups import (
+    CgroupSupport,
+    KillSupport,
+    ServerCgroup,
+    probe,
+    probe_fence,
+    probe_kill,
+)
 from spawners.gpus import GPUAllocator, Inventory, load_inventory
-from spawners.records import Records
+from spawners.isolation import parse_umask, private_tmp_works
+from spawners.records import Records, held_tag
 
 if TYPE_CHECKING:
     from spawners.spawner import MLRPSpawner
@@ -31,10 +39,42 @@ class Platform:
     log_dir: Path
     cgroups: CgroupSupport
     cgroup_root: Path  # where servers' cgroups are made
+    containment: KillSupport = KillSupport(False, "none", "not probed")
+    tmp_root: Path = Path("/var/lib/mlrp/tmp")  # servers' private temp directories
+    private_mounts: bool = False  # a mount namespace per server (else TMPDIR only)
+    umask: int = 0o077
+    kill_timeout: float = 10.0  # how long a stop waits for a server's processes to end
 
     @property
     def multi_user(self) -> bool:
         return self.accounts_mode == "system"
+
+    def sweep_held(self) -> list[str]:
+        """Free GPUs kept for stopped servers whose leftover processes have ended since.
+
+        A stop that cannot kill every process of a server keeps its GPUs under a hold
+        (:func:`held_owner`) instead of handing them to the next person. Called before GPUs
+        are counted or leased, so a hold lasts exactly as long as its processes.
+        """
+        freed: list[str] = []
+        for owner in {lease.owner for lease in self.allocator.leases()}:
+            tag = held_tag(owner)
+            if tag is None:
+                continue
+            group = ServerCgroup.find(tag, self.cgroup_root) if self.containment.enforced else None
+            left = group.pids() if group is not None else []
+            if left:
+                continue
+            if group is not None:
+                group.remove()
+            gpus = self.allocator.release(owner)
+            freed.extend(gpus)
+            log.warning(
+                "Released GPU(s) %s held for server %s: its leftover processes are gone now",
+                ",".join(gpus),
+                tag,
+            )
+        return freed
 
 
 _cache: dict[int, Platform] = {}
@@ -49,6 +89,7 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
         )
     key = id(records)
     if key not in _cache:
+        _share_hub_log(spawner.log)
         inventory = load_inventory(spawner.gpu_source, spawner.gpu_devices)
         log_dir = Path(spawner.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -57,6 +98,14 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             probe(cgroup_root)
             if spawner.enforce_limits
             else CgroupSupport(False, "none", "disabled")
+        )
+        containment = (
+            probe_kill(cgroup_root)
+            if spawner.enforce_limits
+            else KillSupport(False, "none", "cgroups are disabled (enforce_limits)")
+        )
+        private_mounts, mounts_detail = (
+            private_tmp_works() if spawner.private_tmp else (False, "disabled (private_tmp)")
         )
         _cache[key] = Platform(
             records=records,
@@ -67,6 +116,11 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             log_dir=log_dir,
             cgroups=support,
             cgroup_root=cgroup_root,
+            containment=containment,
+            tmp_root=Path(spawner.tmp_dir),
+            private_mounts=private_mounts,
+            umask=parse_umask(spawner.umask),
+            kill_timeout=spawner.kill_timeout,
         )
         log.info(
             "MLRP platform: %d GPU(s) from %s, accounts=%s, limits: %s",
@@ -76,7 +130,39 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             support.detail,
         )
         _log_fence(inventory, cgroup_root if spawner.enforce_limits else None)
+        _log_containment(containment, mounts_detail)
+        _cache[key].sweep_held()
     return _cache[key]
+
+
+def _share_hub_log(app_log: logging.Logger) -> None:
+    """Send our modules' log records (spawners.*, hub.*) to JupyterHub's log, at its level.
+
+    Without this they reach no handler: Python's last resort prints warnings bare on stderr
+    and drops the rest, so the hub log would never say how servers are fenced or contained.
+    Only JupyterHub's own logger is joined (elsewhere, e.g. in tests, records propagate).
+    """
+    if app_log.name != "JupyterHub":
+        return
+    for name in ("spawners", "hub"):
+        ours = logging.getLogger(name)
+        if ours.handlers:
+            continue
+        for handler in app_log.handlers:
+            ours.addHandler(handler)
+        ours.setLevel(app_log.getEffectiveLevel())
+        ours.propagate = False
+
+
+def _log_containment(containment: KillSupport, mounts_detail: str) -> None:
+    if containment.enforced:
+        log.info("Stopped servers' processes are ended with %s", containment.detail)
+    else:
+        log.warning(
+            "Containment off: %s; a GPU is handed on when its server's main process ends.",
+            containment.detail,
+        )
+    log.info("Temp files: %s", mounts_detail)
 
 
 def _log_fence(inventory: Inventory, cgroup_root: Path | None) -> None:

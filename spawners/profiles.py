@@ -30,6 +30,7 @@ class Profile:
     memory_bytes: int | None = None
     idle_timeout: int | None = None
     groups: tuple[str, ...] = field(default_factory=tuple)
+    max_processes: int | None = None  # tasks (processes and threads) at once; None = no limit
 
     def visible_to(self, groups: Iterable[str], admin: bool = False) -> bool:
         return admin or not self.groups or bool(set(self.groups) & set(groups))
@@ -55,6 +56,7 @@ class Profile:
             memory_bytes=d.get("memory_bytes"),
             idle_timeout=d.get("idle_timeout"),
             groups=tuple(d.get("groups", ())),
+            max_processes=d.get("max_processes"),
         )
 
 

@@ -19,6 +19,18 @@ def owner_key(user: str, server: str = "") -> str:
     return f"{user}/{server}"
 
 
+HELD_PREFIX = "!held/"  # '!' never starts a hub user name, so no owner key can look like this
+
+
+def held_owner(tag: str) -> str:
+    """The lease owner under which a stopped server's GPUs wait for its leftovers to end."""
+    return HELD_PREFIX + tag
+
+
+def held_tag(owner: str) -> str | None:
+    return owner[len(HELD_PREFIX) :] if owner.startswith(HELD_PREFIX) else None
+
+
 @dataclass(frozen=True)
 class Lease:
     node: str

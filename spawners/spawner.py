@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
 from jupyterhub.spawner import Spawner
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Dict, List, Unicode, default
+from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default
+from traitlets import validate as validate_trait
 
 from spawners.backends import BACKENDS, Capacity, PlacementBackend
 from spawners.errors import PlacementError
+from spawners.isolation import parse_umask
 from spawners.platform import Platform, platform_for
 from spawners.profiles import OptionsError, Profile, SpawnRequest, form_to_options, parse_request
 from spawners.records import Event, owner_key
 
 STATE_VERSION = 1
 PATIENCE_AFTER = 60.0
+_BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 def _now() -> datetime:
@@ -89,6 +92,41 @@ class MLRPSpawner(Spawner):
         help="Where the cgroup filesystem is mounted (v1: one directory per controller below "
         "it; v2: the unified hierarchy). Servers' groups are made under <root>/.../mlrp/.",
     )
+    umask = Unicode(
+        "077",
+        config=True,
+        help="umask of every process of a person's server, in octal. 077: files a person "
+        "creates are theirs alone (0600), also when copied out of their 0700 home; 027 lets "
+        "their group read them.",
+    )
+    private_tmp = Bool(
+        True,
+        config=True,
+        help="Give each server its own /tmp, /var/tmp and /dev/shm (a mount namespace; needs "
+        "root), removed when it stops. False: servers share the node's, with TMPDIR pointing "
+        "to a private directory.",
+    )
+    tmp_dir = Unicode(
+        "/var/lib/mlrp/tmp",
+        config=True,
+        help="Where servers' private temp directories live on disk (root-only, 0700).",
+    )
+    kill_timeout = Float(
+        10.0,
+        config=True,
+        help="Seconds a stop waits for every process of the server to end (they are sent "
+        "SIGKILL through its cgroup). Processes still there after that keep the server's GPUs "
+        "held, and the hub log names them.",
+    )
+
+    @validate_trait("umask")
+    def _valid_umask(self, proposal: dict[str, Any]) -> str:
+        try:
+            parse_umask(proposal["value"])
+        except ValueError as e:
+            raise TraitError(f"MLRPSpawner.umask: {e}") from None
+        return str(proposal["value"])
+
     form_renderer = AnyTrait(
         None,
         allow_none=True,
@@ -237,7 +275,8 @@ class MLRPSpawner(Spawner):
             self.backend = backend_cls(self, self.platform)
             url = await self.backend.start(request, self.emit)
         except asyncio.CancelledError:
-            self._release()
+            # The hub gave up on this start: end what it started, then free what it took.
+            self._background(self._cleanup_failed())
             raise
         except PlacementError as e:
             if e.detail:
@@ -262,35 +301,40 @@ class MLRPSpawner(Spawner):
             ) from e
         return url
 
-    async def _cleanup_failed(self) -> None:
-        if self.backend is not None:
-            try:
-                await self.backend.stop(now=True)
-            finally:
-                self._release()
-        else:
-            self._release()
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` to its end even if nobody awaits it (a reference keeps it alive)."""
+        task = asyncio.ensure_future(work)
+        _BACKGROUND.add(task)
+        task.add_done_callback(_BACKGROUND.discard)
 
-    def _release(self) -> None:
-        if self.backend is not None:
-            self.backend.release()
-        else:
+    async def _cleanup_failed(self) -> None:
+        backend = self.backend
+        if backend is None:
             self.platform.allocator.release(self.owner)
+            return
+        try:
+            await backend.stop(now=True)
+        finally:
+            await backend.teardown()
+            backend.drop_port()  # never routed: nobody can be sent to its port
 
     async def poll(self) -> int | None:
         if self.backend is None:
             return 0
         status = await self.backend.poll()
         if status is not None:
-            self._release()  # died on its own: free its GPUs now, not at the next stop
+            # Died on its own: end whatever it left and free its GPUs now, not at a later stop.
+            await self.backend.teardown()
         return status
 
     async def stop(self, now: bool = False) -> None:
+        if self.backend is None:
+            self.platform.allocator.release(self.owner)
+            return
         try:
-            if self.backend is not None:
-                await self.backend.stop(now=now)
+            await self.backend.stop(now=now)
         finally:
-            self._release()
+            await self.backend.teardown()
 
     # -- state that survives a hub restart ---------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -325,6 +369,10 @@ class MLRPSpawner(Spawner):
         self.backend.load_state(saved["placement"])
 
     def clear_state(self) -> None:
+        # JupyterHub clears the state after it has removed the server's route: only now may
+        # another process answer on the server's port.
+        if self.backend is not None:
+            self.backend.drop_port()
         super().clear_state()
         self.backend = None
         self.request = None

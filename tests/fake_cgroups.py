@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -61,9 +62,35 @@ class FakeKernelOs:
         return fd
 
     def write(self, fd: int, data: bytes) -> int:
-        if fd in self._open:
-            self.writes.append((self._open[fd], bytes(data).decode(errors="replace")))
+        path = self._open.get(fd)
+        if path is not None:
+            self.writes.append((path, bytes(data).decode(errors="replace")))
+            if path.name == "cgroup.kill" and bytes(data).strip() == b"1":
+                for pid in (path.parent / "cgroup.procs").read_text().split():
+                    try:
+                        self.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        continue
+                return len(data)
         return os.write(fd, data)
+
+    def kill(self, pid: int, sig: int) -> None:
+        """os.kill; a SIGKILLed process leaves every group at once, as it does on the kernel
+        when it exits (which a SIGKILL makes it do). The files here also list processes that
+        have exited since they joined (the kernel would not): those leave when signalled."""
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            self._leave(pid)  # gone already: out of the lists, then the usual error
+            raise
+        if sig == signal.SIGKILL:
+            self._leave(pid)
+
+    def _leave(self, pid: int) -> None:
+        for procs in self.root.rglob("cgroup.procs"):
+            listed = procs.read_text().split()
+            if str(pid) in listed:
+                procs.write_text("\n".join(p for p in listed if p != str(pid)))
 
     def close(self, fd: int) -> None:
         self._open.pop(fd, None)
@@ -91,6 +118,9 @@ class FakeKernelOs:
                 files["memory.max"] = "max\n"
             if "cpu" in enabled:
                 files["cpu.max"] = "max 100000\n"
+            if "pids" in enabled:
+                files["pids.max"] = "max\n"
+            files["cgroup.kill"] = ""  # no controller needed (Linux >= 5.14)
         else:  # v1: a group has the same interface files as its parent
             files = {p.name: "" for p in parent.iterdir() if p.is_file()}
         for file_name, text in files.items():
@@ -122,7 +152,7 @@ def _running(pid: int) -> bool:
 def make_v2_root(tmp_path: Path, controllers: str, subtree: str = "") -> Path:
     """A pure cgroup v2 root offering `controllers` (space-separated), `subtree` enabled."""
     root = tmp_path / "cgroup"
-    root.mkdir()
+    root.mkdir(parents=True)
     (root / "cgroup.controllers").write_text(controllers + "\n")
     (root / "cgroup.subtree_control").write_text(subtree)
     (root / "cgroup.procs").write_text("1\n")

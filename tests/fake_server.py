@@ -3,7 +3,8 @@ listens where JupyterHub told it to and reports what it was given.
 
 `make_image(dir)` writes `<dir>/bin/jupyterhub-singleuser`. The process reads its port from
 JUPYTERHUB_SERVICE_URL (as jupyterhub-singleuser does) and answers GET /env (its environment,
-JSON), GET /argv, GET /cgroup (/proc/self/cgroup) and GET /sys-path (what `import` would search).
+JSON), GET /argv, GET /cgroup (/proc/self/cgroup), GET /sys-path (what `import` would search)
+and GET /umask.
 It starts in milliseconds, so backend tests run real processes without JupyterLab's 2 s start.
 """
 
@@ -26,7 +27,13 @@ answers = {
     "/argv": lambda: sys.argv,
     "/cgroup": lambda: open("/proc/self/cgroup").read(),
     "/sys-path": lambda: sys.path,
+    "/umask": lambda: current_umask(),
 }
+
+def current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):

@@ -108,6 +108,7 @@ class ScriptedBackend(PlacementBackend):
         self.leased: list[str] = []
         self.alive = False
         self.stops = 0
+        self.teardowns = 0
         self.instances.append(self)
 
     @classmethod
@@ -145,7 +146,8 @@ class ScriptedBackend(PlacementBackend):
         self.stops += 1
         self.alive = False
 
-    def release(self) -> None:
+    async def teardown(self) -> None:
+        self.teardowns += 1
         self.platform.allocator.release(self.spawner.owner)
         self.leased = []
 
@@ -188,6 +190,10 @@ def make_spawner(
         "gpu_source": "config",
         "gpu_devices": ["0", "1", "2", "3"] if gpu_devices is None else gpu_devices,
         "log_dir": str(tmp_path / "logs"),
+        "tmp_dir": str(tmp_path / "server-tmp"),
+        # Fake images live in tmp_path, under /tmp, which a private /tmp would hide; the mount
+        # namespace has its own tests (test_isolation.py).
+        "private_tmp": False,
         "enforce_limits": False,
         "accounts_mode": "single-user",
         **traits,

@@ -37,6 +37,17 @@ VENV = Path(sys.executable).parent.parent
 PROXY = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp")) / "node/node_modules/.bin"
 PROXY_CMD = str(PROXY / "configurable-http-proxy")
 MLRP = [sys.executable, "-m", "hub.cli"]
+# Where tests put what user servers must see (images, device nodes, installs): not /tmp or
+# /var/tmp, which every server sees as its own private, empty directory.
+TEST_ROOT = Path("/var/lib/mlrp-tests")
+
+
+def shared_dir(prefix: str) -> Path:
+    """A fresh directory under TEST_ROOT, readable by every account (the caller removes it)."""
+    TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=TEST_ROOT))
+    path.chmod(0o755)
+    return path
 
 
 def code_env(code: Path = REPO, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -443,11 +454,9 @@ def remove_cgroups(prefix: str) -> None:
                     pass
 
 
-def new_hub(gpus: int = 4, parent: Path | None = None) -> Hub:
-    """A Hub (not started) in a fresh work directory (under `parent`, default the system's temp
-    directory), with this run's account prefix."""
-    workdir = Path(tempfile.mkdtemp(prefix="mlrp-test-", dir=parent))
-    workdir.chmod(0o755)
+def new_hub(gpus: int = 4) -> Hub:
+    """A Hub (not started) in a fresh work directory, with this run's account prefix."""
+    workdir = shared_dir("mlrp-test-")
     return Hub(workdir, base_config(workdir / "data", run_prefix(), gpus=gpus))
 
 

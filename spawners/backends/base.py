@@ -58,8 +58,16 @@ class PlacementBackend(ABC):
     async def stop(self, now: bool = False) -> None: ...
 
     @abstractmethod
-    def release(self) -> None:
-        """Free what this server holds (GPU leases, cgroups). Idempotent."""
+    async def teardown(self) -> None:
+        """After the server's main process has ended: end every process it left, then free
+        what it holds (GPU leases, cgroups, temp files). What cannot be ended keeps its GPUs
+        from everyone else, and the admin log says why. Idempotent; safe to run concurrently
+        (a poll finding the server dead while a stop runs)."""
+
+    def drop_port(self) -> None:
+        """Let go of the server's address once the hub no longer routes to it (see
+        spawners.custody); until then nobody else may answer there."""
+        return None
 
     @abstractmethod
     def get_state(self) -> dict[str, Any]: ...

@@ -15,22 +15,25 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
-from traitlets import Dict, List, Unicode
+from traitlets import Dict, Int, List, Unicode
 
 from spawners.accounts import Account, AccountError, current_account, ensure_account, server_tag
 from spawners.backends.base import Capacity, Emit, PlacementBackend
 from spawners.cgroups import Limits, ServerCgroup
+from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
 from spawners.errors import PlacementError
 from spawners.gpus import NoFreeGPUs
+from spawners.isolation import PrivateTmp
 from spawners.platform import Platform
 from spawners.profiles import SpawnRequest
-from spawners.records import AccountClash
+from spawners.records import AccountClash, held_owner
 
 LOG_TAIL_BYTES = 2000
 # Readiness checks: (shortest step, longest step, share of the time waited so far), while CPUs
@@ -44,7 +47,12 @@ class LocalServerSpawner(LocalProcessSpawner):
     unix_name = Unicode(help="Account the server runs as; empty = the hub's own account.")
     launch_env = Dict(help="Complete environment of the server process.")
     launch_args = List(Unicode(), help="Arguments after cmd.")
-    cgroup_join = AnyTrait(None, allow_none=True, help="preexec step that joins the cgroup")
+    root_steps = List(
+        AnyTrait(),
+        help="Callables run in the child as root, in order, before it drops to unix_name "
+        "(join the cgroup, make the mount namespace).",
+    )
+    umask = Int(0o077, help="umask of the server and everything it starts")
 
     async def start(self) -> tuple[str, int]:
         """LocalProcessSpawner.start, with the fork moved off the hub's event loop.
@@ -72,11 +80,13 @@ class LocalServerSpawner(LocalProcessSpawner):
 
     def make_preexec_fn(self, name: str) -> Any:
         setuid = set_user_setuid(self.unix_name) if self.unix_name else None
-        join = self.cgroup_join
+        steps: tuple[Callable[[], None], ...] = tuple(cast(list[Any], self.root_steps))
+        mask = self.umask
 
         def preexec() -> None:
-            if join is not None:
-                join()  # as root, before dropping privileges
+            for step in steps:
+                step()  # as root, before dropping privileges
+            os.umask(mask)
             if setuid is not None:
                 setuid()
             else:
@@ -146,12 +156,18 @@ class LocalBackend(PlacementBackend):
         self.child: LocalServerSpawner | None = None
         self.leased: list[str] = []
         self.unix_name = ""
-        self.tag = ""  # names this server's cgroup and log file (accounts.server_tag)
+        self.uid: int | None = None  # the server's account; None in developer mode
+        self.tag = ""  # names this server's cgroup, temp directory and log file (server_tag)
         self.cgroup: ServerCgroup | None = None
+        self.tmp: PrivateTmp | None = None
+        self.port_fd = -1  # the hub's duplicate of the server's listening socket (custody)
+        self.watcher: ExitWatcher | None = None
+        self._teardown: asyncio.Future[None] | None = None
 
     # -- capacity & fail-fast ----------------------------------------------------------------
     @classmethod
     def capacity(cls, platform: Platform) -> Capacity:
+        platform.sweep_held()
         alloc = platform.allocator
         return Capacity(
             gpus_total=alloc.total,
@@ -162,6 +178,8 @@ class LocalBackend(PlacementBackend):
 
     @classmethod
     def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
+        if request.gpus:
+            platform.sweep_held()
         try:
             platform.allocator.check(request.gpus)
         except NoFreeGPUs as e:
@@ -208,8 +226,16 @@ class LocalBackend(PlacementBackend):
             await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
         account = await self._account(emit)
         self.unix_name = account.name if p.multi_user else ""
+        self.uid = account.uid if p.multi_user else None
         self.tag = server_tag(account.name, self.spawner.name or "")
         self._make_cgroup(request)
+        self.tmp = PrivateTmp(
+            p.tmp_root, self.tag, account.uid, account.gid, request.profile.memory_bytes
+        )
+        await asyncio.to_thread(self.tmp.prepare)  # may delete a large leftover tree
+        steps = [self.cgroup.preexec_join()] if self.cgroup else []
+        if p.private_mounts:
+            steps.append(self.tmp.preexec_mounts())
 
         port = random_port()
         sp = self.spawner
@@ -218,6 +244,8 @@ class LocalBackend(PlacementBackend):
         env.update(self._gpu_env())
         env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
         env.setdefault("SHELL", "/bin/bash")
+        if not p.private_mounts:
+            env.update(self.tmp.env())
         log_path = p.log_dir / f"{self.tag}.log"
         self.child = child = LocalServerSpawner(
             user=sp.user,
@@ -227,7 +255,8 @@ class LocalBackend(PlacementBackend):
             launch_env=env,
             launch_args=sp.get_args() + self._idle_args(request),
             cmd=[str(Path(request.profile.image_env) / "bin" / "jupyterhub-singleuser")],
-            cgroup_join=self.cgroup.preexec_join() if self.cgroup else None,
+            root_steps=steps,
+            umask=p.umask,
             port=port,
             ip="127.0.0.1",
         )
@@ -240,8 +269,44 @@ class LocalBackend(PlacementBackend):
             os.close(fd)
         await emit(50, f"JupyterLab started (pid {child.pid}); waiting for it to listen.")
         await self._wait_listening(child, port, log_path)
+        self._take_port(child.pid, port)
+        self._watch(child.pid)
         await emit(90, "JupyterLab is listening.")
         return f"http://127.0.0.1:{port}"
+
+    def _take_port(self, pid: int, port: int) -> None:
+        """Check the port is the server's and hold on to it (spawners.custody)."""
+        try:
+            self.port_fd = take_listening_socket(pid, port, self.uid)
+        except CustodyError as e:
+            raise PlacementError(
+                "Your server started, but another program answered on its address, so you "
+                "were not sent there. Try again; if it happens again, tell your administrator.",
+                reason="port",
+                detail=f"{self.owner}: {e}",
+                status_code=500,
+            ) from None
+        except OSError as e:
+            self.spawner.log.warning(
+                "Cannot hold the port of %s (%s): after a crash, another account could answer "
+                "on it until the route is removed",
+                self.owner,
+                e,
+            )
+
+    def _watch(self, pid: int) -> None:
+        """Have the hub notice the server's exit at once, so its route goes at once."""
+        try:
+            self.watcher = ExitWatcher(pid, self._exited)
+        except OSError:
+            pass  # gone already: the next poll sees it
+
+    def _exited(self) -> None:
+        if getattr(self.spawner, "_stop_pending", False):
+            return  # a stop is under way; it removes the route itself
+        self.spawner.log.warning("Server of %s exited; removing its route", self.owner)
+        # poll_and_notify runs JupyterHub's stop callbacks: remove the route, stop the server.
+        self.spawner._background(self.spawner.poll_and_notify())
 
     def _gpu_env(self) -> dict[str, str]:
         visible = ",".join(self.leased)
@@ -266,18 +331,20 @@ class LocalBackend(PlacementBackend):
         ]
 
     def _make_cgroup(self, request: SpawnRequest) -> None:
-        prof = request.profile
-        others = [g for g in self.platform.allocator.inventory.gpus if g.id not in self.leased]
-        denied = tuple(rule for g in others if (rule := g.device_rule) is not None)
-        if not self.platform.cgroups.enforced or (
-            prof.cpus is None and prof.memory_bytes is None and not denied
-        ):
+        """Every server gets a cgroup where the node allows: it bounds the server's resources,
+        and it is how a stop finds every process the server started, however detached."""
+        p, prof = self.platform, request.profile
+        if not (p.containment.enforced or p.cgroups.enforced):
             return
-        self.cgroup = ServerCgroup.create(
-            self.tag,
-            Limits(cpus=prof.cpus, memory_bytes=prof.memory_bytes, denied_devices=denied),
-            root=self.platform.cgroup_root,
+        others = [g for g in p.allocator.inventory.gpus if g.id not in self.leased]
+        denied = tuple(rule for g in others if (rule := g.device_rule) is not None)
+        limits = Limits(
+            cpus=prof.cpus,
+            memory_bytes=prof.memory_bytes,
+            max_processes=prof.max_processes,
+            denied_devices=denied,
         )
+        self.cgroup = ServerCgroup.create(self.tag, limits, root=p.cgroup_root)
 
     async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:
         """Return once the server accepts connections; fail fast if it exits, or at the timeout.
@@ -320,18 +387,102 @@ class LocalBackend(PlacementBackend):
     async def poll(self) -> int | None:
         if self.child is None:
             return 0
-        return await self.child.poll()
+        status = await self.child.poll()
+        if status is None and self.watcher is None and self.child.pid:
+            self._readopt()
+        return status
+
+    def _readopt(self) -> None:
+        """After a hub restart: hold the running server's port again and watch its exit."""
+        child = self.child
+        assert child is not None
+        if self.port_fd < 0 and child.port:
+            self._take_port_quietly(child.pid, child.port)
+        self._watch(child.pid)
+
+    def _take_port_quietly(self, pid: int, port: int) -> None:
+        try:
+            self.port_fd = take_listening_socket(pid, port, self.uid)
+        except (CustodyError, OSError) as e:
+            self.spawner.log.warning("Cannot hold the port of %s again: %s", self.owner, e)
 
     async def stop(self, now: bool = False) -> None:
+        if self.watcher is not None:
+            self.watcher.close()  # this exit is expected: the hub is stopping the server
         if self.child is not None:
             await self.child.stop(now=now)
 
-    def release(self) -> None:
-        self.platform.allocator.release(self.owner)
+    async def teardown(self) -> None:
+        if self._teardown is None:
+            self._teardown = asyncio.ensure_future(self._end_everything())
+        await asyncio.shield(self._teardown)
+
+    async def _end_everything(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        left = await self._end_processes()
+        p, log = self.platform, self.spawner.log
+        if left:
+            held = p.allocator.hold(self.owner, held_owner(self.tag)) if self.leased else []
+            log.error(
+                "Server %s left processes %s that did not end within %.1f s of SIGKILL (stuck "
+                "in the kernel?). GPU(s) %s stay fenced off until they end; its cgroup %s and "
+                "temp files stay too.",
+                self.owner,
+                ", ".join(map(str, left)),
+                p.kill_timeout,
+                ",".join(held) or "(none)",
+                self.tag,
+            )
+            self.leased = []
+            return
+        if self.leased:
+            freed = p.allocator.release(self.owner)
+            log.info(
+                "Released GPU(s) %s of %s: none of its server's processes is left",
+                ",".join(freed),
+                self.owner,
+            )
         self.leased = []
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
+        if self.tmp is not None:
+            await asyncio.to_thread(self.tmp.remove)  # off the event loop: it can be large
+            self.tmp = None
+
+    async def _end_processes(self) -> list[int]:
+        """SIGKILL, through the cgroup, whatever of the server is still running; return the
+        pids left when the kill timeout runs out ([] once the group is empty)."""
+        group = self.cgroup
+        if group is None:
+            return []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.platform.kill_timeout
+        pause = 0.01
+        while True:
+            try:
+                killed = group.kill()
+            except OSError as e:  # CgroupError: a freezer or kill file refused the write
+                self.spawner.log.error("Killing the processes of %s: %s", self.owner, e)
+                killed = group.pids()
+            if not killed:
+                return []
+            if loop.time() >= deadline:
+                return group.pids()
+            self.spawner.log.info(
+                "Ended %d leftover process(es) of %s: %s",
+                len(killed),
+                self.owner,
+                " ".join(map(str, killed[:20])),
+            )
+            await asyncio.sleep(pause)
+            pause = min(0.5, pause * 2)
+
+    def drop_port(self) -> None:
+        if self.port_fd >= 0:
+            os.close(self.port_fd)
+            self.port_fd = -1
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -343,11 +494,17 @@ class LocalBackend(PlacementBackend):
             "cgroup": [self.cgroup.name, self.cgroup.kind, [str(p) for p in self.cgroup.paths]]
             if self.cgroup
             else None,
+            "tag": self.tag,
+            "uid": self.uid,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.leased = list(state.get("gpus", []))
         self.unix_name = state.get("unix_name", "")
+        self.uid = state.get("uid")
+        self.tag = state.get("tag", "")
+        if self.tag:  # only removed after a restart: ids and size no longer matter
+            self.tmp = PrivateTmp(self.platform.tmp_root, self.tag, -1, -1, None)
         saved_cgroup = state.get("cgroup")
         if saved_cgroup:
             name, kind, paths = saved_cgroup

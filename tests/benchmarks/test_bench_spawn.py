@@ -49,7 +49,7 @@ from typing import Any
 
 import pytest
 import requests
-from harness import Hub, base_config, free_port, run_prefix
+from harness import Hub, base_config, free_port, run_prefix, shared_dir
 from vanilla_hub import SINGLEUSER, VanillaHub, server_launch, spawn_until_ready
 
 pytestmark = [
@@ -75,7 +75,7 @@ RESULTS_DIR = "mlrp-bench-results"
 # -- fixtures -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def bench_hub() -> Iterator[Hub]:
-    workdir = Path(tempfile.mkdtemp(prefix="mlrp-bench-"))
+    workdir = shared_dir("mlrp-bench-")
     workdir.chmod(0o755)
     hub = Hub(workdir, base_config(workdir / "data", run_prefix()))
     hub.config["hub"]["poll_interval"] = 10  # the product default, not the tests' 2 s

@@ -6,9 +6,9 @@ the hub's REST API, kernels reached through the proxy, the hub log and /proc. No
 at how the local backend does it (cgroups, mount namespaces, sockets it holds), so the same file
 can later run against the container and Slurm backends.
 
-The hub's work directory is not under /tmp: a server's private /tmp hides whatever the node has
-there, and the test needs the node's path of alice's temp directory to be visible from bob's
-server (as it is in production, with /var/lib/mlrp).
+The hub's work directory is not under /tmp (tests/harness.py puts it under /var/lib/mlrp-tests):
+a server's private /tmp hides whatever the node has there, and test b needs the node's path of
+alice's temp directory to be visible from bob's server, as it is in production.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def chub() -> Iterator[Hub]:
     """One hub for the whole file: exactly one GPU, the profiles above, alice and bob."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the hub creates Unix accounts and setuid()s to them")
-    h = new_hub(gpus=1, parent=Path("/var/lib"))
+    h = new_hub(gpus=1)
     h.config["profiles"] = PROFILES
     try:
         h.start()

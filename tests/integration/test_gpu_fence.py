@@ -14,12 +14,11 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Hub
+from harness import Hub, shared_dir
 
 from spawners.cgroups import probe
 from spawners.gpus import NVIDIA_MAJOR
@@ -41,7 +40,7 @@ for path in sys.argv[1:]:
 def fake_nodes() -> Iterator[list[Path]]:
     if not (Path("/sys/fs/cgroup/devices/devices.deny").exists() and "devices" in probe().detail):
         pytest.skip(f"no writable cgroup v1 devices controller here: {probe().detail}")
-    where = Path(tempfile.mkdtemp(prefix="mlrp-devnodes-"))  # pytest's tmp_path is mode 700
+    where = shared_dir("mlrp-devnodes-")  # pytest's tmp_path is mode 700
     where.chmod(0o755)
     nodes = []
     for i in range(4):

@@ -20,7 +20,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from harness import REPO, Hub, base_config, remove_accounts, remove_cgroups, run_prefix
+from harness import (
+    REPO,
+    Hub,
+    base_config,
+    remove_accounts,
+    remove_cgroups,
+    run_prefix,
+    shared_dir,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.install]
 
@@ -56,8 +64,8 @@ def site() -> Iterator[dict[str, Path]]:
     if not (REPO / ".git").exists():
         pytest.skip("needs a git checkout: the test clones it as an admin would")
     root_dir = Path(tempfile.mkdtemp(prefix="mlrp-admin-", dir="/root"))
-    prefix = Path(tempfile.mkdtemp(prefix="mlrp-prefix-"))
-    work = Path(tempfile.mkdtemp(prefix="mlrp-install-"))
+    prefix = shared_dir("mlrp-prefix-")
+    work = shared_dir("mlrp-install-")
     work.chmod(0o755)
     paths = {"admin": root_dir, "prefix": prefix, "bin": prefix / "bin-links", "work": work}
     try:

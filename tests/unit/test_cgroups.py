@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,14 @@ import pytest
 from fake_cgroups import FakeKernelOs, make_v1_root, make_v2_root
 
 from spawners import cgroups
-from spawners.cgroups import CgroupError, Limits, ServerCgroup, parse_memory, probe
+from spawners.cgroups import (
+    CgroupError,
+    Limits,
+    ServerCgroup,
+    parse_memory,
+    probe,
+    probe_kill,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +141,7 @@ def fake_v1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_probe_v2(fake_v2: Path) -> None:
-    assert probe(fake_v2) == cgroups.CgroupSupport(True, "v2", "cgroup v2 (memory, cpu)")
+    assert probe(fake_v2) == cgroups.CgroupSupport(True, "v2", "cgroup v2 (memory, cpu, pids)")
 
 
 def test_create_v2_writes_limits_after_enabling_controllers(fake_v2: Path) -> None:
@@ -144,7 +153,11 @@ def test_create_v2_writes_limits_after_enabling_controllers(fake_v2: Path) -> No
     assert (group / "memory.max").read_text() == str(512 * MiB)
     assert (group / "cpu.max").read_text() == "200000 100000"
     for level in (fake_v2, fake_v2 / "mlrp"):
-        assert (level / "cgroup.subtree_control").read_text().split() == ["+memory", "+cpu"]
+        assert (level / "cgroup.subtree_control").read_text().split() == [
+            "+memory",
+            "+cpu",
+            "+pids",
+        ]
 
 
 def test_create_v2_leaves_enabled_controllers_alone(tmp_path: Path, monkeypatch: Any) -> None:
@@ -386,8 +399,8 @@ Spawn = Callable[..., subprocess.Popen[str]]
 @pytest.fixture(scope="session")
 def real_parents() -> Iterator[None]:
     """Remove the shared mlrp parent groups after the session, if this session made them."""
-    parents = [REAL_ROOT / c / cgroups.PARENT for c in cgroups.CONTROLLERS]
-    parents.append(REAL_ROOT / cgroups.PARENT)
+    parents = [REAL_ROOT / c / cgroups.PARENT for c in (*cgroups.CONTROLLERS, cgroups.FREEZER)]
+    parents += [REAL_ROOT / cgroups.PARENT, REAL_ROOT / "unified" / cgroups.PARENT]
     existed = {p for p in parents if p.exists()}
     yield
     for parent in parents:
@@ -414,7 +427,20 @@ def real_group(real_parents: None) -> Iterator[Callable[[Limits], ServerCgroup]]
 
     yield make
     for cg in made:
+        _kill_what_is_left(cg)
         cg.remove()
+
+
+def _kill_what_is_left(cg: ServerCgroup) -> None:
+    """SIGKILL what a failed test left in `cg`, by pid, without the code under test."""
+    deadline = time.monotonic() + 5
+    while (pids := cg.pids()) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -437,7 +463,11 @@ def spawn() -> Iterator[Spawn]:
     for proc in children:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.wait()
+        # Not communicate(): a leftover grandchild may hold the pipes open for minutes.
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def _group_file(cg: ServerCgroup, name: str) -> Path:
@@ -540,3 +570,181 @@ def test_denied_devices_must_be_device_rules() -> None:
     for bad in ("c 195:* rwm", "a", "c 195:3 rwm\nc 1:3 rwm", "c 195:3 x", "../x"):
         with pytest.raises(ValueError, match="denied_devices"):
             Limits(cpus=None, memory_bytes=None, denied_devices=(bad,))
+
+
+# --- ending a stopped server's processes ------------------------------------------------------
+
+# A "server" that leaves what people leave behind: a process in a new session, a nohup'd one and
+# a double-forked daemon. It prints their pids and waits.
+DETACH = """
+import os, subprocess, sys, time
+a = subprocess.Popen(["sleep", "900"], start_new_session=True).pid
+b = int(subprocess.run(["sh", "-c", "nohup sleep 901 >/dev/null 2>&1 & echo $!"],
+                       capture_output=True, text=True).stdout)
+r, w = os.pipe()
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.write(w, str(os.getpid()).encode()); os.close(w)
+        time.sleep(900)
+    os._exit(0)
+os.close(w)
+c = int(os.read(r, 20))
+print(a, b, c, flush=True)
+time.sleep(900)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or only a zombie waiting to be reaped (it runs nothing any more)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def _kill_until_empty(cg: ServerCgroup, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while cg.kill():
+        assert time.monotonic() < deadline, f"{cg} still holds {cg.pids()}"
+        time.sleep(0.02)
+
+
+def _detached_children(cg: ServerCgroup, spawn: Spawn) -> tuple[subprocess.Popen[str], list[int]]:
+    server = spawn(DETACH, preexec_fn=cg.preexec_join())
+    assert server.stdout is not None
+    leftovers = [int(pid) for pid in server.stdout.readline().split()]
+    assert len(leftovers) == 3 and not any(_gone(pid) for pid in leftovers)
+    assert set(leftovers) <= set(cg.pids()), "detached, yet still in the server's group"
+    return server, leftovers
+
+
+@real
+def test_real_kill_ends_every_detached_process(
+    real_group: Callable[[Limits], ServerCgroup], spawn: Spawn
+) -> None:
+    cg = real_group(Limits(cpus=None, memory_bytes=None))
+    assert probe_kill(REAL_ROOT).kind == ("v2-kill" if cg.kind == "v2" else "v1-freezer")
+    server, leftovers = _detached_children(cg, spawn)
+
+    _kill_until_empty(cg)
+
+    assert server.wait(timeout=5) == -9
+    assert all(_gone(pid) for pid in leftovers), [p for p in leftovers if not _gone(p)]
+    assert cg.pids() == []
+    cg.remove()
+    assert not any(path.exists() for path in cg.paths)
+
+
+UNIFIED = REAL_ROOT / "unified"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not (UNIFIED / "cgroup.controllers").is_file(),
+    reason="needs root and a cgroup2 mount at /sys/fs/cgroup/unified (hybrid layout)",
+)
+def test_real_cgroup_kill_on_v2_needs_no_controller(real_parents: None, spawn: Spawn) -> None:
+    """cgroup.kill, for real: the hybrid layout's cgroup2 mount has no controllers, which is
+    all a v2 group needs to end its processes."""
+    assert probe_kill(UNIFIED).kind == "v2-kill"
+    cg = ServerCgroup.create(f"test-{os.getpid()}-kill", Limits(None, None), root=UNIFIED)
+    assert cg is not None and cg.kind == "v2"
+    try:
+        server, leftovers = _detached_children(cg, spawn)
+        assert cg.kill() != []
+        _kill_until_empty(cg)
+        assert server.wait(timeout=5) == -9
+        assert all(_gone(pid) for pid in leftovers)
+    finally:
+        _kill_what_is_left(cg)
+        cg.remove()
+
+
+FORK_UNTIL_REFUSED = """
+import os, time
+children = []
+try:
+    for _ in range(500):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(30)
+            os._exit(0)
+        children.append(pid)
+except BlockingIOError:
+    print("refused", len(children), flush=True)
+else:
+    print("unlimited", len(children), flush=True)
+time.sleep(30)
+"""
+
+
+@real
+def test_real_process_limit_stops_a_fork_bomb(
+    real_group: Callable[[Limits], ServerCgroup], spawn: Spawn
+) -> None:
+    cg = real_group(Limits(cpus=None, memory_bytes=None, max_processes=20))
+    assert _group_file(cg, "pids.max").read_text().strip() == "20"
+
+    bomb = spawn(FORK_UNTIL_REFUSED, preexec_fn=cg.preexec_join())
+    assert bomb.stdout is not None
+    verdict, count = bomb.stdout.readline().split()
+
+    assert verdict == "refused" and int(count) < 20, (verdict, count)
+    _kill_until_empty(cg)  # the whole bomb goes with one stop
+
+
+def test_probe_kill_names_the_way_each_layout_ends_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v2 = make_v2_root(tmp_path / "a", "cpu memory")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(v2))
+    assert probe_kill(v2).kind == "v2-kill"
+    monkeypatch.setattr(cgroups, "_CGROUP_KILL_KERNEL", (99, 0))
+    assert (probe_kill(v2).enforced, probe_kill(v2).kind) == (True, "signals")
+
+    v1 = make_v1_root(tmp_path / "b")
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(v1))
+    assert probe_kill(v1).kind == "signals"
+    (v1 / "freezer").mkdir()
+    (v1 / "freezer" / "cgroup.procs").write_text("")
+    assert probe_kill(v1).kind == "v1-freezer"
+
+    monkeypatch.setattr(cgroups, "os", FakeKernelOs(v1, writable=False))
+    assert (probe_kill(v1).enforced, probe_kill(v1).kind) == (False, "none")
+
+
+def test_kernel_release_parsing() -> None:
+    assert cgroups._kernel_has_cgroup_kill("6.18.44-fc-v595")
+    assert cgroups._kernel_has_cgroup_kill("5.14.0-362.el9.x86_64")
+    assert not cgroups._kernel_has_cgroup_kill("5.10.0-28-amd64")
+    assert not cgroups._kernel_has_cgroup_kill("4.19.0")
+
+
+def test_v2_kill_writes_cgroup_kill_and_v1_freezes_around_the_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    v2 = make_v2_root(tmp_path / "a", "memory")
+    fake = FakeKernelOs(v2)
+    monkeypatch.setattr(cgroups, "os", fake)
+    cg = ServerCgroup.create("alice", Limits(None, None), root=v2)
+    assert cg is not None
+    (v2 / "mlrp" / "alice" / "cgroup.procs").write_text("")
+    assert cg.kill() == [], "nothing to kill: nothing written"
+    assert not [w for w in fake.writes if w[0].name == "cgroup.kill"]
+
+    v1 = make_v1_root(tmp_path / "b")
+    for name in ("cgroup.procs",):
+        (v1 / "freezer").mkdir(exist_ok=True)
+        (v1 / "freezer" / name).write_text("")
+    (v1 / "freezer" / "freezer.state").write_text("THAWED")
+    fake = FakeKernelOs(v1)
+    monkeypatch.setattr(cgroups, "os", fake)
+    killed: list[int] = []
+    monkeypatch.setattr(cgroups, "_signal_all", killed.extend)
+    cg = ServerCgroup.create("bob", Limits(None, None), root=v1)
+    assert cg is not None
+    (v1 / "freezer" / "mlrp" / "bob" / "cgroup.procs").write_text("4242\n")
+    assert cg.kill() == [4242] and killed == [4242]
+    states = [value for path, value in fake.writes if path.name == "freezer.state"]
+    assert states == ["FROZEN", "THAWED"]

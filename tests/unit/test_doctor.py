@@ -24,7 +24,7 @@ from fake_nvml import FakeGPU, fake_pynvml
 from hub import cli, doctor
 from hub.doctor import Check
 from spawners import cgroups
-from spawners.cgroups import Limits, ServerCgroup, probe
+from spawners.cgroups import Limits, ServerCgroup, probe, probe_kill
 from spawners.gpus import load_inventory, read_nvml
 
 pytestmark = pytest.mark.unit
@@ -343,9 +343,12 @@ def test_cgroup_row_agrees_with_the_spawner(
 
     assert (row.ok, row.detail, row.required) == (support.enforced, support.detail, False)
     assert row.fix == ("" if row.ok else doctor.CGROUP_FIX)
-    # ... and with what the spawner then does: a cgroup is made exactly where the row says OK.
+    # ... and with what the spawner then does: a cgroup is made exactly where this row or the
+    # containment row says OK (v2 makes one for cgroup.kill even with no controller to limit).
+    kill_row = _by_name(_checks(tmp_path, cgroup_root=root), "stopped servers' processes")
     made = ServerCgroup.create("alice", Limits(cpus=1, memory_bytes=2**30), root=root)
-    assert (made is not None) == row.ok
+    assert (made is not None) == (row.ok or kill_row.ok)
+    assert kill_row.ok == probe_kill(root).enforced
 
 
 @pytest.mark.parametrize("tree", TREES, ids=lambda t: t.__name__.strip("_"))
@@ -376,7 +379,7 @@ def test_cgroup_row_words_are_the_spawn_forms(
     root = _tree(_v2_memory_only, tmp_path / "v2", monkeypatch)
     row = _by_name(_checks(tmp_path, cgroup_root=root), "cgroups (memory/CPU limits)")
     assert row.ok
-    assert row.detail == "cgroup v2 (memory); no cpu controller: those limits are advisory"
+    assert row.detail == "cgroup v2 (memory, pids); no cpu controller: those limits are advisory"
 
 
 # --- table -------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ is what the process receives: its GPUs, its environment, its log file.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -106,6 +107,16 @@ async def test_the_hubs_python_environment_never_reaches_a_server(
     for key in ("PYTHONPATH", "VIRTUAL_ENV", "LD_PRELOAD", "CONFIGPROXY_AUTH_TOKEN"):
         assert key not in env, key
     assert str(REPO) not in ask(url, "/sys-path")
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, 0o077), ("027", 0o027)])
+async def test_the_server_runs_with_the_admins_umask(
+    spawners: MakeSpawner, setting: str | None, expected: int
+) -> None:
+    """077 by default: what a person creates is theirs alone, even copied out of their home."""
+    sp = spawners(**({} if setting is None else {"umask": setting}))
+    assert ask(await start(sp, profile="cpu"), "/umask") == expected
+    await sp.stop()
 
 
 @pytest.mark.parametrize("server", ["", "lab2", "my server", "../../etc/x", "Ünï", "a" * 200])
@@ -246,3 +257,64 @@ def test_server_tags_never_meet() -> None:
     assert len(tags) == len(names)
     assert server_tag("mlrp-alice", "lab") != server_tag("mlrp-alice-lab", "")
     assert server_tag("mlrp-al", "ice") != server_tag("mlrp-alice", "")
+
+
+# --- a stop ends everything the server started; its GPUs wait for that ------------------------
+
+
+async def test_gpus_stay_held_while_a_stopped_servers_process_survives(
+    spawners: MakeSpawner,
+    kernel: Callable[[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The boundary: a process that survives SIGKILL (stuck in the kernel, state D) cannot be
+    made on demand; here the kill is a no-op, so the group keeps listing the server's pid."""
+    caplog.set_level(logging.INFO)
+    root = kernel("v1")
+    alice = spawners(enforce_limits=True, cgroup_root=str(root), kill_timeout=0.3)
+    records = records_of(alice)
+    await start(alice, profile="gpu2", gpus=2)
+    tag = current_account().name
+    monkeypatch.setattr(cgroups, "_signal_all", lambda pids: None)
+
+    await alice.stop()
+
+    held = records.held_by(f"!held/{tag}")
+    assert held == ["0", "1"] and records.held_by("alice/") == []
+    assert "stay fenced off" in caplog.text
+    bob = spawners("bob", enforce_limits=True, cgroup_root=str(root))
+    assert bob.capacity(bob.all_profiles()[1]).gpus_free == 2, "the held two are not offered"
+    assert (root / "memory" / "mlrp" / tag).exists(), "its group stays, for the sweep"
+
+    for procs in root.glob(f"*/mlrp/{tag}/cgroup.procs"):
+        procs.write_text("")  # the stuck process ends at last: it leaves every group
+    assert bob.capacity(bob.all_profiles()[1]).gpus_free == 4
+    assert records.held_by(f"!held/{tag}") == []
+    assert not (root / "memory" / "mlrp" / tag).exists()
+    assert "its leftover processes are gone now" in caplog.text
+
+
+async def test_a_stop_releases_gpus_only_after_the_group_is_empty(
+    spawners: MakeSpawner, kernel: Callable[[str], Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    root = kernel("v2")
+    alice = spawners(enforce_limits=True, cgroup_root=str(root))
+    records = records_of(alice)
+    await start(alice, profile="gpu2", gpus=2)
+    group = root / "mlrp" / current_account().name
+    order: list[str] = []
+    real_release = records.release_gpus
+
+    def release(owner: str) -> list[str]:
+        order.append(f"release with {group.joinpath('cgroup.procs').read_text()!r} in the group")
+        return real_release(owner)
+
+    records.release_gpus = release  # type: ignore[method-assign]
+    await alice.stop()
+
+    assert order == ["release with '' in the group"]
+    assert [v for path, v in fake_os().writes if path.name == "cgroup.kill"] == ["1"]
+    assert "Released GPU(s) 0,1 of alice/: none of its server's processes is left" in caplog.text
+    assert not group.exists()
