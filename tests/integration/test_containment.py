@@ -711,14 +711,35 @@ print(json.dumps({"forks": forks, "error": error}))
 """
 
 
+THREAD_BOMB = """
+import json, threading
+stop, started, error = threading.Event(), [], None
+while len(started) < 500:
+    t = threading.Thread(target=stop.wait)
+    try:
+        t.start()
+    except RuntimeError:  # "can't start new thread": the limit counts threads too
+        error = "RuntimeError"
+        break
+    started.append(t)
+stop.set()
+for t in started:
+    t.join()
+print(json.dumps({"threads": len(started), "error": error}))
+"""
+
+
 def test_e_a_fork_bomb_hits_the_profiles_process_limit(chub: Hub, tokens: dict[str, str]) -> None:
-    """Guarantee 3: on a profile with max_processes 64, a fork bomb gets no further than that
-    (fork fails with EAGAIN), bob can start and use his server meanwhile, and stopping alice's
-    server takes the whole bombed server down."""
+    """Guarantee 3: on a profile with max_processes 64, threads count against the limit, a fork
+    bomb gets no further than that (fork fails with EAGAIN), bob can start and use his server
+    meanwhile, and stopping alice's server takes the whole bombed server down."""
     hub = chub
     start(hub, "alice", "pids64")
     alice_uid = account_uid(hub, "alice")
     with Kernel(hub, "alice", tokens["alice"]) as k:
+        threads = k.run_json(THREAD_BOMB, timeout=60)
+        assert threads["error"] == "RuntimeError", f"threads are not counted: {threads}"
+        assert 0 < threads["threads"] < PIDS_LIMIT, threads
         got = k.run_json(
             f"""
 import json, subprocess, sys
