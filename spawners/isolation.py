@@ -12,10 +12,10 @@ the person's account), in which
 * ``/tmp`` and ``/var/tmp`` are bind mounts of two fresh directories of the server's own,
   ``<tmp_root>/<tag>/tmp`` and ``.../var-tmp``, owned by the person, mode 0700, below a
   directory only root may enter. The hub removes them when the server has stopped.
-* ``/dev/shm`` is a tmpfs of its own, no larger than the profile's memory limit. Its pages are
-  charged to the memory cgroup of the process that writes them (the server's), so shared memory
-  counts against the limit; the tmpfs goes away with the namespace, i.e. with the server's last
-  process.
+* ``/dev/shm`` is a tmpfs of its own, half the size of the profile's memory limit
+  (:func:`shm_size`). Its pages are charged to the memory cgroup of the process that writes them
+  (the server's), so shared memory counts against the limit; the tmpfs goes away with the
+  namespace, i.e. with the server's last process.
 
 Mounts made in the namespace do not reach the host (``/`` is made a *slave* first: the host's
 new mounts still reach the server). Where no namespace can be made (a hub that is not root),
@@ -71,6 +71,14 @@ def _check(result: int, what: bytes) -> None:
         raise IsolationError(err, f"{what.decode()}: {os.strerror(err)}")
 
 
+def shm_size(memory_bytes: int | None) -> int | None:
+    """Size of a server's /dev/shm: half its memory limit, as the kernel gives a node's
+    /dev/shm half its RAM. Files there count against the limit, so a full /dev/shm is a clear
+    "No space left on device" with memory to spare, never an out-of-memory kill of the server.
+    None (no limit): the kernel's default, half of RAM."""
+    return None if memory_bytes is None else max(memory_bytes // 2, 1 << 20)
+
+
 def parse_umask(text: str) -> int:
     """``"077"`` or ``"0077"`` → 0o077; ValueError naming the accepted form otherwise."""
     value = text.strip()
@@ -87,7 +95,7 @@ class PrivateTmp:
     tag: str  # accounts.server_tag: a path-safe name unique to the server
     uid: int
     gid: int
-    shm_bytes: int | None  # size of the private /dev/shm; None = the kernel's default (RAM/2)
+    shm_bytes: int | None  # size of the private /dev/shm (shm_size); None = RAM/2
 
     @property
     def base(self) -> Path:

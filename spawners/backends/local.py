@@ -30,7 +30,7 @@ from spawners.cgroups import Limits, ServerCgroup
 from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
 from spawners.errors import PlacementError
 from spawners.gpus import NoFreeGPUs
-from spawners.isolation import PrivateTmp
+from spawners.isolation import PrivateTmp, shm_size
 from spawners.platform import Platform
 from spawners.profiles import SpawnRequest
 from spawners.records import AccountClash, held_owner
@@ -229,9 +229,8 @@ class LocalBackend(PlacementBackend):
         self.uid = account.uid if p.multi_user else None
         self.tag = server_tag(account.name, self.spawner.name or "")
         self._make_cgroup(request)
-        self.tmp = PrivateTmp(
-            p.tmp_root, self.tag, account.uid, account.gid, request.profile.memory_bytes
-        )
+        memory = request.profile.memory_bytes
+        self.tmp = PrivateTmp(p.tmp_root, self.tag, account.uid, account.gid, shm_size(memory))
         await asyncio.to_thread(self.tmp.prepare)  # may delete a large leftover tree
         steps = [self.cgroup.preexec_join()] if self.cgroup else []
         if p.private_mounts:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from spawners.isolation import TMP_DIRS, PrivateTmp, parse_umask, private_tmp_works
+from spawners.isolation import TMP_DIRS, PrivateTmp, parse_umask, private_tmp_works, shm_size
 
 pytestmark = pytest.mark.unit
 
@@ -203,3 +203,11 @@ def test_the_probe_says_why_not_without_root(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     ok, detail = private_tmp_works()
     assert not ok and "not root" in detail
+
+
+def test_dev_shm_gets_half_the_memory_limit() -> None:
+    """Half, like a node's /dev/shm of half its RAM: filling it is a clear ENOSPC with memory
+    to spare, not an out-of-memory kill of the whole server."""
+    assert shm_size(512 * MiB) == 256 * MiB
+    assert shm_size(None) is None, "no limit: the kernel's default"
+    assert shm_size(1000) == MiB, "never a /dev/shm too small to hold a semaphore"
