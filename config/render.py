@@ -80,6 +80,11 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     c.JupyterHub.authenticator_class = NativeAuthenticator
     c.NativeAuthenticator.records = records
     c.NativeAuthenticator.min_password_length = cfg.login.min_password_length
+    c.NativeAuthenticator.failures_before_delay = cfg.login.failures_before_delay
+    c.NativeAuthenticator.max_login_delay = cfg.login.max_login_delay
+    # Lax: the hub's login cookie is not sent on cross-site POSTs (forms on other sites); Secure
+    # is added by JupyterHub itself whenever the hub is reached over HTTPS.
+    c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax"}}
     c.JupyterHub.template_paths = [
         str(Path(__file__).resolve().parent.parent / "hub" / "templates")
     ]

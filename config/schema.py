@@ -104,6 +104,16 @@ class LoginSection(_Strict):
         default_factory=lambda: ["admin"]
     )
     min_password_length: int = Field(10, ge=8, le=128)
+    failures_before_delay: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Wrong passwords a name may have before each further try waits (1 s, "
+        "doubling); an address gets four times as many.",
+    )
+    max_login_delay: int = Field(
+        900, ge=1, le=86400, description="Longest wait, in seconds, after wrong passwords."
+    )
 
 
 class AccountsSection(_Strict):

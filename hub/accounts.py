@@ -7,7 +7,13 @@ import re
 from sqlalchemy import select
 
 from hub.models import LoginAccount
-from hub.passwords import generate_password, hash_password, verify_password
+from hub.passwords import (
+    dummy_hash,
+    generate_password,
+    hash_password,
+    needs_upgrade,
+    verify_password,
+)
 from hub.storage import SQLRecords, now
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -68,11 +74,27 @@ def delete(records: SQLRecords, name: str) -> bool:
 
 
 def check_login(records: SQLRecords, name: str, password: str) -> bool:
+    """Whether `password` is `name`'s; a hash made with older parameters is upgraded on success.
+
+    An unknown name costs the same single scrypt as a known one (against a dummy hash), so
+    timing does not reveal which names exist.
+    """
     with records.session() as s:
         row = s.get(LoginAccount, name)
         stored = row.password_hash if row else None
     if stored is None:
-        # Same work as a real check, so timing does not reveal which names exist.
-        verify_password(password, hash_password("x"))
+        verify_password(password, dummy_hash())
         return False
-    return verify_password(password, stored)
+    if not verify_password(password, stored):
+        return False
+    if needs_upgrade(stored):
+        _upgrade(records, name, stored, password)
+    return True
+
+
+def _upgrade(records: SQLRecords, name: str, old_hash: str, password: str) -> None:
+    new_hash = hash_password(password)
+    with records.session() as s, s.begin():
+        row = s.get(LoginAccount, name)
+        if row is not None and row.password_hash == old_hash:  # not changed meanwhile
+            row.password_hash = new_hash

@@ -2,18 +2,40 @@
 
 Accounts are made by the admin (`mlrp user add NAME`, which prints a generated password). Never
 "any password works": a name without an account cannot log in.
+
+Wrong passwords are throttled per name and per address (hub.throttle): the login page then says
+how long to wait, and the admin log has one line per refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from jupyterhub.auth import Authenticator
+from jupyterhub.handlers.login import LoginHandler
 from traitlets import Any as AnyTrait
 from traitlets import Integer, default
 
-from hub import accounts
+from hub import accounts, passwords
+from hub.throttle import Throttle, wait_sentence
+
+
+class LoginRefused(Exception):
+    """A try refused before its password is checked; the message is for the person."""
+
+
+class ThrottledLoginHandler(LoginHandler):
+    """JupyterHub's login page, which also says why a try was refused (429)."""
+
+    async def post(self) -> None:
+        try:
+            await super().post()
+        except LoginRefused as e:
+            self.set_status(429)
+            username = self.get_body_argument("username", "", strip=True)[:32]
+            self.finish(await self._render(login_error=str(e), username=username))
 
 
 class NativeAuthenticator(Authenticator):
@@ -27,26 +49,91 @@ class NativeAuthenticator(Authenticator):
     min_password_length = Integer(
         10, config=True, help="Shortest password `mlrp user` and /hub/change-password accept."
     )
+    failures_before_delay = Integer(
+        5,
+        config=True,
+        help="Wrong passwords a name may have before each further try must wait (1 s, doubling "
+        "up to max_login_delay). An address gets four times as many (a class behind one NAT).",
+    )
+    max_login_delay = Integer(
+        900, config=True, help="Longest wait, in seconds, after repeated wrong passwords."
+    )
 
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:
         from hub.password_page import ChangePasswordHandler
 
-        return [*super().get_handlers(app), ("/change-password", ChangePasswordHandler)]
+        return [("/login", ThrottledLoginHandler), ("/change-password", ChangePasswordHandler)]
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # Made now, off the event loop, so the first unknown name is not slower than the rest.
+        threading.Thread(target=passwords.dummy_hash, daemon=True).start()
 
     @default("allow_all")
     def _allow_all(self) -> bool:
         # Only people the admin gave an account can log in at all; that is the allow list.
         return True
 
-    async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
-        name = self.normalize_username(str(data.get("username", "")))
-        password = str(data.get("password", ""))
-        if not name or not password or not accounts.USERNAME_RE.fullmatch(name):
-            return None
+    # -- throttling ----------------------------------------------------------------------------
+    @property
+    def _throttles(self) -> tuple[Throttle, Throttle]:
+        made: tuple[Throttle, Throttle] | None = self.__dict__.get("_mlrp_throttles")
+        if made is None:
+            delay = float(self.max_login_delay)
+            made = self.__dict__["_mlrp_throttles"] = (
+                Throttle(self.failures_before_delay, delay),
+                Throttle(4 * self.failures_before_delay, delay),
+            )
+        return made
+
+    def check_allowed_to_try(self, name: str, address: str) -> None:
+        """Raise LoginRefused while `name` or `address` must wait after wrong passwords."""
+        names, addresses = self._throttles
+        wait = max(names.wait(name), addresses.wait(address))
+        if wait > 0:
+            self.log.warning(
+                "Login try for %r from %s refused for %.0f s more (%d wrong passwords for the "
+                "name, %d from the address)",
+                name,
+                address,
+                wait,
+                names.failures(name),
+                addresses.failures(address),
+            )
+            raise LoginRefused(wait_sentence(wait))
+
+    def count_try(self, name: str, address: str, ok: bool) -> None:
+        names, addresses = self._throttles
+        if ok:
+            names.succeeded(name)
+            return
+        name_wait, address_wait = names.failed(name), addresses.failed(address)
+        self.log.warning(
+            "Wrong password for %r from %s (%d for the name, %d from the address)%s",
+            name,
+            address,
+            names.failures(name),
+            addresses.failures(address),
+            f"; next try in {max(name_wait, address_wait):.0f} s"
+            if max(name_wait, address_wait)
+            else "",
+        )
+
+    async def check_password(self, name: str, password: str, address: str) -> bool:
+        """The one way a password is checked (login page and change-password page alike)."""
+        self.check_allowed_to_try(name, address)
         ok = await asyncio.get_running_loop().run_in_executor(
             None, accounts.check_login, self.records, name, password
         )
-        if not ok:
-            self.log.warning("Failed login for %r", name)
+        self.count_try(name, address, ok)
+        return bool(ok)
+
+    async def authenticate(self, handler: Any, data: dict[str, str]) -> str | None:
+        name = self.normalize_username(str(data.get("username", "")))
+        password = str(data.get("password", ""))
+        address = str(getattr(getattr(handler, "request", None), "remote_ip", "") or "")
+        if not name or not password or not accounts.USERNAME_RE.fullmatch(name):
+            return None
+        if not await self.check_password(name, password, address):
             return None
         return name

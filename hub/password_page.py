@@ -10,6 +10,7 @@ from jupyterhub.handlers import BaseHandler
 from tornado import web
 
 from hub import accounts
+from hub.auth import LoginRefused
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -37,7 +38,10 @@ class ChangePasswordHandler(BaseHandler):
         confirm = self.get_body_argument("confirm", "")
         records: Any = self.authenticator.records
         loop = asyncio.get_running_loop()
-        ok = await loop.run_in_executor(None, accounts.check_login, records, user.name, current)
+        try:
+            ok = await self.authenticator.check_password(user.name, current, self.request.remote_ip)
+        except LoginRefused as e:
+            return await self._page(str(e), status=429)
         if not ok:
             return await self._page("Your current password is not correct.", status=400)
         if new != confirm:

@@ -174,6 +174,25 @@ MUTANTS = [
         ("tests/unit/test_custody.py::test_the_hub_holds_the_port_after_the_server_dies",),
     ),
     Mutant(
+        "unknown-names-cost-more",
+        "an unknown login name costs the same single scrypt as a known one",
+        "hub/accounts.py",
+        "        verify_password(password, dummy_hash())",
+        '        verify_password(password, hash_password("x"))',
+        (
+            "tests/unit/test_login_security.py::"
+            "test_an_unknown_name_costs_exactly_what_a_known_one_does",
+        ),
+    ),
+    Mutant(
+        "old-hashes-kept",
+        "a hash made with weaker parameters is upgraded at the next login",
+        "hub/accounts.py",
+        "    if needs_upgrade(stored):",
+        "    if False:",
+        ("tests/unit/test_login_security.py::test_an_old_hash_still_logs_in_and_is_upgraded_then",),
+    ),
+    Mutant(
         "reconcile-frees-stopped-only",
         "reconciliation frees exactly the leases no server holds",
         "hub/reconcile.py",
