@@ -14,11 +14,12 @@ import threading
 from typing import Any
 
 from jupyterhub.auth import Authenticator
-from jupyterhub.handlers.login import LoginHandler
+from jupyterhub.handlers.login import LoginHandler, LogoutHandler
 from traitlets import Any as AnyTrait
 from traitlets import Integer, default
 
 from hub import accounts, passwords
+from hub.sessions import end_sessions
 from hub.throttle import Throttle, wait_sentence
 
 
@@ -36,6 +37,16 @@ class ThrottledLoginHandler(LoginHandler):
             self.set_status(429)
             username = self.get_body_argument("username", "", strip=True)[:32]
             self.finish(await self._render(login_error=str(e), username=username))
+
+
+class EndingLogoutHandler(LogoutHandler):
+    """Logout ends the person's sessions for good: a cookie saved before it is refused."""
+
+    async def handle_logout(self) -> None:
+        user = self.current_user  # still known: JupyterHub cleared only the cookies so far
+        if user is not None:
+            revoked = end_sessions(self, user, api_tokens=False)
+            self.log.info("%s logged out: sessions ended, %d token(s) revoked", user.name, revoked)
 
 
 class NativeAuthenticator(Authenticator):
@@ -62,7 +73,11 @@ class NativeAuthenticator(Authenticator):
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:
         from hub.password_page import ChangePasswordHandler
 
-        return [("/login", ThrottledLoginHandler), ("/change-password", ChangePasswordHandler)]
+        return [
+            ("/login", ThrottledLoginHandler),
+            ("/logout", EndingLogoutHandler),
+            ("/change-password", ChangePasswordHandler),
+        ]
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -11,6 +11,7 @@ from tornado import web
 
 from hub import accounts
 from hub.auth import LoginRefused
+from hub.sessions import end_sessions
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -55,5 +56,11 @@ class ChangePasswordHandler(BaseHandler):
             )
         except accounts.AccountInputError as e:
             return await self._page(str(e), status=400)
-        self.log.info("%s changed their password", user.name)
+        revoked = end_sessions(self, user, keep_session_id=self.get_session_cookie())
+        self.set_login_cookie(user)  # this browser stays logged in, with the new cookie id
+        self.log.info(
+            "%s changed their password; their other sessions ended and %d token(s) revoked",
+            user.name,
+            revoked,
+        )
         await self._page(done=True)
