@@ -7,28 +7,12 @@ no longer opens the hub).
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Iterator
 
 import pytest
 import requests
-from harness import Hub, new_hub
+from harness import Hub
 
-pytestmark = [pytest.mark.e2e]
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[Hub]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the hub creates Unix accounts and setuid()s to them")
-    h = new_hub()
-    try:
-        h.start()
-        for name in ("alice", "bob"):
-            h.add_user(name)
-        yield h
-    finally:
-        h.cleanup()
+pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub, with alice and bob
 
 
 def logged_in(hub: Hub, s: requests.Session) -> bool:
