@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from config.schema import ConfigError, MLRPConfig, ProfileSection
+from hub.tls import self_signed_paths
 from spawners.gpus import GPUSourceError, Inventory, load_inventory
 
 CULLER_ROLE_SCOPES = ["list:users", "read:users:activity", "read:servers", "delete:servers"]
@@ -66,7 +67,11 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
 
     h = cfg.hub
     data = h.data_dir
-    c.JupyterHub.bind_url = f"http://{h.ip}:{h.port}"
+    c.JupyterHub.bind_url = f"{h.scheme}://{h.ip}:{h.port}"
+    if h.tls is not None:
+        cert, key = self_signed_paths(data) if h.tls.self_signed else (h.tls.cert, h.tls.key)
+        c.JupyterHub.ssl_cert = str(cert)
+        c.JupyterHub.ssl_key = str(key)
     c.JupyterHub.hub_bind_url = f"http://127.0.0.1:{h.hub_port}"
     c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")

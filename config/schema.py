@@ -77,6 +77,39 @@ class _Strict(BaseModel):
         return v
 
 
+LOOPBACK = ("localhost", "::1")
+
+
+def is_loopback(ip: str) -> bool:
+    return ip in LOOPBACK or ip.startswith("127.")
+
+
+class TLSSection(_Strict):
+    cert: Path | None = Field(None, description="PEM certificate (chain) for the hub's address.")
+    key: Path | None = Field(None, description="Its PEM private key.")
+    self_signed: bool = Field(
+        False,
+        description="Make (once) and use a self-signed certificate in <data_dir>/tls/: for a "
+        "lab network; browsers warn until people accept it.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TLSSection:
+        given = (self.cert is not None, self.key is not None)
+        if given[0] != given[1]:
+            raise ValueError("give both cert and key (PEM files), or neither")
+        if all(given) == self.self_signed:
+            raise ValueError(
+                "set either cert and key (your certificate) or self_signed: true, not both"
+                if self.self_signed
+                else "set cert and key (PEM files), or self_signed: true"
+            )
+        for path in (self.cert, self.key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such file")
+        return self
+
+
 class HubSection(_Strict):
     ip: str = Field("127.0.0.1", description="Address the proxy listens on for browsers.")
     port: int = Field(8000, ge=1, le=65535, description="Port the proxy listens on.")
@@ -93,6 +126,32 @@ class HubSection(_Strict):
     )
     start_timeout: int = Field(120, ge=5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    tls: TLSSection | None = Field(None, description="HTTPS on the hub's address.")
+    behind_tls_proxy: bool = Field(
+        False,
+        description="A TLS-terminating proxy (nginx, Caddy…) is in front: plain HTTP beyond "
+        "loopback is then allowed, as the proxy is what browsers reach.",
+    )
+
+    @model_validator(mode="after")
+    def _no_passwords_in_clear(self) -> HubSection:
+        if not is_loopback(self.ip) and self.tls is None and not self.behind_tls_proxy:
+            shown = self.ip or "all addresses"
+            raise ValueError(
+                f"ip: listening on {shown} over plain HTTP would send passwords across the "
+                "network in clear. Set hub.tls (cert and key, or self_signed: true), or "
+                "hub.behind_tls_proxy: true if a TLS proxy is in front, or keep ip: 127.0.0.1."
+            )
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls is not None else "http"
+
+    @property
+    def public_url(self) -> str:
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"{self.scheme}://{host}:{self.port}/"
 
 
 class LoginSection(_Strict):
@@ -138,8 +197,11 @@ class AccountsSection(_Strict):
     @classmethod
     def _umask_is_text(cls, v: Any) -> Any:
         if isinstance(v, int) and not isinstance(v, bool):
-            # YAML reads 077 as the decimal 77 and 0o77 as 63: neither means what was typed.
-            raise ValueError(f'write the umask in quotes, e.g. umask: "077"; got {v!r}')
+            # YAML 1.1 reads 077 as octal (63) and 77 as decimal: a number is never safe here.
+            raise ValueError(
+                f'write the umask in quotes, e.g. umask: "077" (unquoted, YAML read the number '
+                f"{v!r})"
+            )
         return v
 
 

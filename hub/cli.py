@@ -60,6 +60,7 @@ def _wal(path: Path) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from hub import accounts
     from hub.reconcile import release_orphan_leases
+    from hub.tls import ensure_self_signed, fingerprint
     from spawners.gpus import GPUAllocator
 
     path = resolve_path(args.config)
@@ -75,15 +76,22 @@ def cmd_up(args: argparse.Namespace) -> int:
         GPUAllocator(records, inventory), cfg.hub.data_dir / "jupyterhub.sqlite"
     )
     _wal(cfg.hub.data_dir / "jupyterhub.sqlite")
-    url = f"http://{cfg.hub.ip}:{cfg.hub.port}/"
     lines = [
         "",
         "MLRP is starting.",
-        f"  open:      {url}",
+        f"  open:      {cfg.hub.public_url}",
         f"  config:    {path or 'embedded default (single node, local placement)'}",
         f"  data:      {cfg.hub.data_dir}",
         f"  GPUs:      {len(inventory.gpus)} ({inventory.source})",
     ]
+    tls = cfg.hub.tls
+    if tls is not None and tls.self_signed:
+        cert, _ = ensure_self_signed(cfg.hub.data_dir, cfg.hub.ip)
+        lines += [
+            f"  TLS:       self-signed certificate {cert}",
+            f"             SHA-256 {fingerprint(cert)}",
+            "             (browsers warn until accepted; tell people this fingerprint)",
+        ]
     if released:
         lines.append(f"  freed stale GPU leases: {', '.join(released)}")
     if cfg.accounts.mode == "single-user":
@@ -123,7 +131,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(
         f"{path}: valid. {len(cfg.profiles)} profile(s): "
         + ", ".join(p.slug for p in cfg.profiles)
-        + f"; data in {cfg.hub.data_dir}; listening on http://{cfg.hub.ip}:{cfg.hub.port}/"
+        + f"; data in {cfg.hub.data_dir}; listening on {cfg.hub.public_url}"
     )
     return EXIT_OK
 

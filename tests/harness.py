@@ -85,7 +85,12 @@ def run_mlrp(
 
 
 def wait_for_hub(
-    proc: subprocess.Popen[bytes], url: str, timeout: float, log: Callable[[], str], what: str
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    log: Callable[[], str],
+    what: str,
+    verify: str | bool = True,
 ) -> None:
     """Until the JupyterHub at `url` answers its API; RuntimeError with its log if it exits
     or does not answer within `timeout` seconds."""
@@ -94,9 +99,9 @@ def wait_for_hub(
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log()}")
         try:
-            if requests.get(f"{url}/hub/api", timeout=1).status_code == 200:
+            if requests.get(f"{url}/hub/api", timeout=1, verify=verify).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except OSError:  # not listening yet; or, with TLS, its certificate not made yet
             pass
         time.sleep(0.1)
     raise RuntimeError(f"{what} did not come up in {timeout} s:\n{log()[-3000:]}")
@@ -244,7 +249,18 @@ class Hub:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.config['hub']['port']}"
+        scheme = "https" if self.config["hub"].get("tls") else "http"
+        return f"{scheme}://127.0.0.1:{self.config['hub']['port']}"
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests should trust: the hub's certificate when it has TLS."""
+        tls = self.config["hub"].get("tls")
+        if not tls:
+            return True
+        if tls.get("self_signed"):
+            return str(self.data_dir / "tls" / "mlrp-selfsigned.crt")
+        return str(tls["cert"])
 
     @property
     def data_dir(self) -> Path:
@@ -301,7 +317,7 @@ class Hub:
             **self._as_user(),
         )
         log.close()
-        wait_for_hub(self.proc, self.url, timeout, self.log, "hub")
+        wait_for_hub(self.proc, self.url, timeout, self.log, "hub", verify=self.verify)
         m = re.search(r"password:\s+(\S+)", self.log())
         if m and not self.admin_password:
             self.admin_password = m.group(1)
@@ -343,6 +359,7 @@ class Hub:
 
     def api(self, method: str, path: str, token: str | None = None, **kw: Any) -> requests.Response:
         headers = {"Authorization": f"token {token or self.admin_token()}"}
+        kw.setdefault("verify", self.verify)
         return requests.request(
             method, f"{self.url}/hub/api{path}", headers=headers, timeout=60, **kw
         )

@@ -72,6 +72,22 @@ EXPECTED: dict[str, list[str]] = {
         "accounts.prefix: 'Root_' is not allowed here (must match ^[a-z][a-z0-9]{0,7}-$)"
     ],
     "devices_twice.yaml": ["gpus.devices: each GPU may be listed only once"],
+    "tls_both.yaml": [
+        "hub.tls: set either cert and key (your certificate) or self_signed: true, not both"
+    ],
+    "tls_cert_without_key.yaml": ["hub.tls: give both cert and key (PEM files), or neither"],
+    "tls_missing_file.yaml": ["hub.tls: /nonexistent/cert.pem: no such file"],
+    "plain_http_on_network.yaml": [
+        "hub: ip: listening on 0.0.0.0 over plain HTTP would send passwords across the network "
+        "in clear. Set hub.tls"
+    ],
+    "umask_unquoted.yaml": [
+        'accounts.umask: write the umask in quotes, e.g. umask: "077" (unquoted, YAML read the '
+        "number 63)"
+    ],
+    "max_processes_tiny.yaml": [
+        "profiles[0].max_processes: Input should be greater than or equal to 16"
+    ],
 }
 NEEDS_NO_NVML = {"nvml_required.yaml"}
 
