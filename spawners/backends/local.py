@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import os
 import socket
 import subprocess
@@ -138,6 +139,27 @@ class _RunQueue:
             os.close(self._fd)
 
 
+# Read by OpenMP (and so PyTorch), MKL, OpenBLAS, NumExpr, Apple Accelerate and Rust's rayon.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "RAYON_NUM_THREADS",
+)
+
+
+def thread_env(cpus: float | None) -> dict[str, str]:
+    """Thread counts for numerical libraries from the profile's CPU limit: by default they start
+    one thread per host core, and on a shared 64-core node a 2-CPU server would then run 64
+    threads in 2 CPUs' time. No limit: the libraries' own defaults."""
+    if cpus is None:
+        return {}
+    count = str(max(1, math.ceil(cpus)))
+    return dict.fromkeys(THREAD_VARIABLES, count)
+
+
 def _tail(path: Path) -> str:
     try:
         with path.open("rb") as f:
@@ -241,6 +263,7 @@ class LocalBackend(PlacementBackend):
         sp.port = port
         env = sp.get_env()
         env.update(self._gpu_env())
+        env.update(thread_env(request.profile.cpus))
         env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
         env.setdefault("SHELL", "/bin/bash")
         if not p.private_mounts:

@@ -109,6 +109,18 @@ async def test_the_hubs_python_environment_never_reaches_a_server(
     assert str(REPO) not in ask(url, "/sys-path")
 
 
+@pytest.mark.parametrize(("cpus", "threads"), [(1, "1"), (1.5, "2"), (0.25, "1"), (None, None)])
+async def test_numerical_libraries_get_the_profiles_cpu_count(
+    spawners: MakeSpawner, cpus: float | None, threads: str | None
+) -> None:
+    sp = spawners()
+    sp.profiles = [dict(p, cpus=cpus) for p in sp.profiles]
+    env = ask(await start(sp, profile="cpu"), "/env")
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        assert env.get(name) == threads, (name, env.get(name))
+    await sp.stop()
+
+
 @pytest.mark.parametrize(("setting", "expected"), [(None, 0o077), ("027", 0o027)])
 async def test_the_server_runs_with_the_admins_umask(
     spawners: MakeSpawner, setting: str | None, expected: int
