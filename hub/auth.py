@@ -71,12 +71,14 @@ class NativeAuthenticator(Authenticator):
     )
 
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:
+        from hub.gpu_page import GPUPageHandler
         from hub.password_page import ChangePasswordHandler
 
         return [
             ("/login", ThrottledLoginHandler),
             ("/logout", EndingLogoutHandler),
             ("/change-password", ChangePasswordHandler),
+            ("/mlrp/gpus", GPUPageHandler),
         ]
 
     def __init__(self, **kwargs: Any) -> None:

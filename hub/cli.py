@@ -4,6 +4,7 @@
     mlrp doctor [--config FILE]         what this node has and lacks; exit 1 if a must-have
                                         is missing
     mlrp config check FILE              validate a deployment file; exit 2 if it is not valid
+    mlrp gpus [--config FILE]           who holds which GPU, since when, on which profile
     mlrp user add|passwd|remove|list    native login accounts
 
 Exit status: 0 ok, 1 doctor found a missing must-have, 2 bad input (config, arguments).
@@ -205,6 +206,20 @@ def cmd_user(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- mlrp gpus ------------------------------------------------------------------------------
+def cmd_gpus(args: argparse.Namespace) -> int:
+    import socket
+    from datetime import datetime
+
+    from hub.gpu_view import gpu_rows, render_text, server_profiles
+
+    cfg, inventory = load_with_inventory(resolve_path(args.config))
+    leases = _records(cfg).leases(socket.gethostname())
+    profiles = server_profiles(cfg.hub.data_dir / "jupyterhub.sqlite")
+    print(render_text(gpu_rows(inventory.ids, leases, profiles), datetime.now()), end="")
+    return EXIT_OK
+
+
 # -- argument parsing -----------------------------------------------------------------------
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -224,6 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check what this node has and lacks")
     doc.add_argument("--config")
     doc.set_defaults(func=cmd_doctor)
+
+    gpus = sub.add_parser("gpus", help="who holds which GPU, since when, on which profile")
+    gpus.add_argument("--config")
+    gpus.set_defaults(func=cmd_gpus)
 
     cfg = sub.add_parser("config", help="work with deployment files")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)
