@@ -23,7 +23,11 @@ needs_root = pytest.mark.skipif(
 def start_tls_hub(tls: dict[str, object]) -> Hub:
     hub = new_hub()
     hub.config["hub"]["tls"] = tls
-    hub.start()
+    try:
+        hub.start()
+    except BaseException:
+        hub.cleanup()  # a hub that failed its start is still stopped, by PID
+        raise
     return hub
 
 
