@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from config.schema import ConfigError, MLRPConfig, ProfileSection
+from hub import hub_client
 from hub.tls import self_signed_paths
 from spawners.gpus import GPUSourceError, Inventory, load_inventory
 
@@ -87,6 +88,7 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     c.NativeAuthenticator.min_password_length = cfg.login.min_password_length
     c.NativeAuthenticator.failures_before_delay = cfg.login.failures_before_delay
     c.NativeAuthenticator.max_login_delay = cfg.login.max_login_delay
+    c.NativeAuthenticator.system_accounts = cfg.accounts.mode == "system"
     # Lax: the hub's login cookie is not sent on cross-site POSTs (forms on other sites); Secure
     # is added by JupyterHub itself whenever the hub is reached over HTTPS.
     c.JupyterHub.tornado_settings = {"cookie_options": {"samesite": "Lax"}}
@@ -118,8 +120,19 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
         # Developer mode only: JupyterLab refuses root unless told. Labelled in `mlrp up`.
         s.args = ["--ServerApp.allow_root=True"]
 
+    # `mlrp user` reaches the running hub as this service (hub/hub_client.py).
+    services: list[dict[str, Any]] = [
+        {"name": hub_client.SERVICE, "api_token": hub_client.ensure_token(data)}
+    ]
+    roles: list[dict[str, Any]] = [
+        {
+            "name": hub_client.SERVICE,
+            "scopes": hub_client.SCOPES,
+            "services": [hub_client.SERVICE],
+        }
+    ]
     if cfg.idle_culler.enabled:
-        c.JupyterHub.services = [
+        services.append(
             {
                 "name": "idle-culler",
                 "command": [
@@ -130,10 +143,12 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
                     f"--cull-every={cfg.idle_culler.interval}",
                 ],
             }
-        ]
-        c.JupyterHub.load_roles = [
+        )
+        roles.append(
             {"name": "idle-culler", "scopes": CULLER_ROLE_SCOPES, "services": ["idle-culler"]}
-        ]
+        )
+    c.JupyterHub.services = services
+    c.JupyterHub.load_roles = roles
 
 
 def config_path_from_env() -> Path | None:

@@ -43,9 +43,14 @@ def names(records: SQLRecords) -> list[str]:
 
 
 def set_password(
-    records: SQLRecords, name: str, password: str | None = None, min_length: int = 10
+    records: SQLRecords,
+    name: str,
+    password: str | None = None,
+    min_length: int = 10,
+    email: str | None = None,
 ) -> str:
-    """Create the account or replace its password; returns the (generated) password."""
+    """Create the account or replace its password; returns the (generated) password. `email`
+    is kept with a new account (for a later single sign-on match); ignored on a change."""
     check_username(name)
     if password is None:
         password = generate_password()
@@ -56,7 +61,13 @@ def set_password(
         if row is None:
             t = now()
             s.add(
-                LoginAccount(name=name, password_hash=hash_password(password), created=t, changed=t)
+                LoginAccount(
+                    name=name,
+                    password_hash=hash_password(password),
+                    created=t,
+                    changed=t,
+                    email=email,
+                )
             )
         else:
             row.password_hash = hash_password(password)

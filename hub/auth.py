@@ -16,9 +16,9 @@ from typing import Any
 from jupyterhub.auth import Authenticator
 from jupyterhub.handlers.login import LoginHandler, LogoutHandler
 from traitlets import Any as AnyTrait
-from traitlets import Integer, default
+from traitlets import Bool, Integer, default
 
-from hub import accounts, passwords
+from hub import accounts, offboard, passwords
 from hub.sessions import end_sessions
 from hub.throttle import Throttle, wait_sentence
 
@@ -70,16 +70,50 @@ class NativeAuthenticator(Authenticator):
         900, config=True, help="Longest wait, in seconds, after repeated wrong passwords."
     )
 
+    system_accounts = Bool(
+        True,
+        config=True,
+        help="Whether people have Unix accounts of their own (accounts.mode: system); a removed "
+        "person's account is then locked and retired, never deleted.",
+    )
+
     def get_handlers(self, app: Any) -> list[tuple[str, Any]]:
         from hub.gpu_page import GPUPageHandler
         from hub.password_page import ChangePasswordHandler
+        from hub.people_api import EndSessionsAPIHandler, LoginFirstUserListAPIHandler
 
+        # Ahead of JupyterHub's own handlers: for /login, /logout and /api/users these win.
         return [
             ("/login", ThrottledLoginHandler),
             ("/logout", EndingLogoutHandler),
             ("/change-password", ChangePasswordHandler),
             ("/mlrp/gpus", GPUPageHandler),
+            ("/api/users", LoginFirstUserListAPIHandler),
+            ("/api/mlrp/users/([^/]+)/end-sessions", EndSessionsAPIHandler),
         ]
+
+    def validate_username(self, username: str) -> bool:
+        """The names `mlrp user add` accepts, and no others (the admin page's "Add Users")."""
+        return bool(accounts.USERNAME_RE.fullmatch(username)) and super().validate_username(
+            username
+        )
+
+    async def delete_user(self, user: Any) -> None:
+        """JupyterHub deletes a user (admin page or API): their servers are stopped already;
+        their login goes and their Unix account is retired. JupyterHub then deletes the hub user
+        with their tokens and group memberships."""
+        super().delete_user(user)
+        done = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: offboard.retire(self.records, user.name, system_accounts=self.system_accounts),
+        )
+        self.log.info(
+            "Removed %s: login %s; Unix account %s%s",
+            user.name,
+            "deleted" if done.login_deleted else "(none)",
+            done.unix_account or "(none)",
+            f" retired and locked, files kept in {done.home}" if done.home else "",
+        )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -5,7 +5,8 @@
                                         is missing
     mlrp config check FILE              validate a deployment file; exit 2 if it is not valid
     mlrp gpus [--config FILE]           who holds which GPU, since when, on which profile
-    mlrp user add|passwd|remove|list    native login accounts
+    mlrp user add|import|passwd|logout|remove|list
+                                        people: logins, groups, sessions, offboarding
 
 Exit status: 0 ok, 1 doctor found a missing must-have, 2 bad input (config, arguments).
 Errors are sentences for the admin; no tracebacks.
@@ -25,6 +26,7 @@ from config.loading import load_config, load_with_inventory, resolve_path
 from config.schema import ConfigError, MLRPConfig
 
 if TYPE_CHECKING:
+    from hub.people import Context
     from hub.storage import SQLRecords
 
 EXIT_OK, EXIT_DOCTOR, EXIT_INPUT = 0, 1, 2
@@ -166,7 +168,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 # -- mlrp user ------------------------------------------------------------------------------
 def _read_password(args: argparse.Namespace) -> str | None:
-    if not args.password_stdin:
+    if not getattr(args, "password_stdin", False):
         return None
     line = sys.stdin.readline().rstrip("\n")
     if not line:
@@ -174,36 +176,141 @@ def _read_password(args: argparse.Namespace) -> str | None:
     return line
 
 
-def cmd_user(args: argparse.Namespace) -> int:
-    from hub import accounts
+def _people(args: argparse.Namespace) -> tuple[MLRPConfig, Context]:
+    from hub import hub_client, people
 
     cfg, _ = _load(args)
     records = _records(cfg)
     try:
-        if args.action == "list":
-            for name in accounts.names(records):
-                print(name)
-            return EXIT_OK
-        name = accounts.check_username(args.name)
-        if args.action == "remove":
-            if not accounts.delete(records, name):
-                raise CLIError(f"There is no login account {name!r}.")
-            print(f"Removed the login of {name}. Their Unix account and files are kept.")
-            return EXIT_OK
-        exists = accounts.exists(records, name)
-        if args.action == "add" and exists:
-            raise CLIError(f"{name} already has an account; use `mlrp user passwd {name}`.")
-        if args.action == "passwd" and not exists:
-            raise CLIError(f"There is no login account {name!r}; use `mlrp user add {name}`.")
-        given = _read_password(args)
-        password = accounts.set_password(
-            records, name, given, min_length=cfg.login.min_password_length
-        )
-    except accounts.AccountInputError as e:
+        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port)
+    except hub_client.HubError as e:
         raise CLIError(str(e)) from None
-    verb = "Created" if args.action == "add" else "Changed the password of"
-    print(f"{verb} {name}." + ("" if given else f" Password: {password}"))
+    return cfg, people.Context(cfg, records, hub)
+
+
+def _passwords_table(made: dict[str, str], given: bool) -> str:
+    if given:
+        return ""
+    if len(made) == 1:
+        return f" Password: {next(iter(made.values()))}"
+    width = max(len(n) for n in made)
+    lines = [f"  {n:<{width}}  {pw}" for n, pw in made.items()]
+    return "\nPasswords (shown once; give each person theirs):\n" + "\n".join(lines)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from hub import accounts, people
+
+    try:
+        return _USER_ACTIONS[args.action](args)
+    except (accounts.AccountInputError, people.PeopleError, people.HubError) as e:
+        raise CLIError(str(e)) from None
+
+
+def _user_list(args: argparse.Namespace) -> int:
+    from hub import accounts
+
+    cfg, _ = _load(args)
+    for name in accounts.names(_records(cfg)):
+        print(name)
     return EXIT_OK
+
+
+def _user_add(args: argparse.Namespace) -> int:
+    from hub import people
+
+    cfg, ctx = _people(args)
+    groups = list(dict.fromkeys(args.group or []))
+    if args.restore and len(args.names) != 1:
+        raise CLIError("--restore gives one person back their earlier account: name only one.")
+    given = _read_password(args)
+    if given is not None and len(args.names) != 1:
+        raise CLIError("--password-stdin sets one person's password: name only one.")
+    persons = [people.Person(n, groups, None, given) for n in args.names]
+    if args.restore:
+        people.check_people(ctx, persons)
+        unix, home = people.restore(ctx, args.names[0])
+    made = people.add(ctx, persons, cfg.login.min_password_length)
+    what = f" in group(s) {', '.join(groups)}" if groups else ""
+    print(f"Created {', '.join(made)}{what}." + _passwords_table(made, given is not None))
+    if args.restore:
+        print(f"{args.names[0]} has their earlier Unix account {unix} back (files in {home}).")
+    return EXIT_OK
+
+
+def _user_import(args: argparse.Namespace) -> int:
+    from hub import people
+
+    cfg, ctx = _people(args)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CLIError(f"Cannot read {args.file}: {getattr(e, 'strerror', None) or e}.") from None
+    made = people.import_csv(ctx, text, args.file, cfg.login.min_password_length)
+    print(f"Imported {len(made)} people from {args.file}." + _passwords_table(made, False))
+    return EXIT_OK
+
+
+def _user_passwd(args: argparse.Namespace) -> int:
+    from hub import accounts, people
+
+    cfg, ctx = _people(args)
+    name = accounts.check_username(args.name)
+    if not accounts.exists(ctx.records, name):
+        raise CLIError(f"There is no login account {name!r}; use `mlrp user add {name}`.")
+    given = _read_password(args)
+    password = accounts.set_password(
+        ctx.records, name, given, min_length=cfg.login.min_password_length
+    )
+    revoked = people.end_sessions(ctx, name)
+    print(
+        f"Changed the password of {name}; their other sessions ended and {revoked} token(s) "
+        "were revoked." + ("" if given else f" Password: {password}")
+    )
+    return EXIT_OK
+
+
+def _user_logout(args: argparse.Namespace) -> int:
+    from hub import accounts, people
+
+    _, ctx = _people(args)
+    name = accounts.check_username(args.name)
+    revoked = people.end_sessions(ctx, name)
+    print(f"Ended every session of {name} and revoked {revoked} token(s).")
+    return EXIT_OK
+
+
+def _user_remove(args: argparse.Namespace) -> int:
+    from hub import accounts, people
+
+    cfg, ctx = _people(args)
+    name = accounts.check_username(args.name)
+    archive_dir = cfg.hub.data_dir / "archive" if args.archive else None
+    done = people.remove(ctx, name, archive_dir)
+    lines = [
+        f"Removed {name}: servers stopped and GPUs freed, sessions and tokens revoked, login and "
+        "group memberships deleted."
+    ]
+    if done.archive is not None:
+        lines.append(f"Unix account {done.unix_account} archived to {done.archive} and deleted.")
+    elif done.unix_account is not None and done.home is not None:
+        lines.append(
+            f"Unix account {done.unix_account} is locked; files kept in {done.home}. Someone "
+            f"added later as {name} gets a new account (mlrp user add {name} --restore gives "
+            "this one back)."
+        )
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+_USER_ACTIONS = {
+    "list": _user_list,
+    "add": _user_add,
+    "import": _user_import,
+    "passwd": _user_passwd,
+    "logout": _user_logout,
+    "remove": _user_remove,
+}
 
 
 # -- mlrp gpus ------------------------------------------------------------------------------
@@ -250,22 +357,45 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check)
 
-    user = sub.add_parser("user", help="native login accounts")
+    user = sub.add_parser("user", help="people: logins, groups, sessions, offboarding")
     user_sub = user.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    for action, text in (("add", "create an account"), ("passwd", "set a new password")):
-        a = user_sub.add_parser(action, help=text)
-        a.add_argument("name")
-        a.add_argument("--config")
+    add = user_sub.add_parser("add", help="create logins (prints generated passwords once)")
+    add.add_argument("names", nargs="+", metavar="NAME")
+    add.add_argument(
+        "--group",
+        action="append",
+        metavar="GROUP",
+        help="a group from the YAML's groups: section (repeat for several); needs the hub up",
+    )
+    add.add_argument(
+        "--restore",
+        action="store_true",
+        help="give a removed person back their earlier Unix account and files",
+    )
+    imp = user_sub.add_parser("import", help="create logins from a CSV: name,groups,email")
+    imp.add_argument("file")
+    pw = user_sub.add_parser("passwd", help="set a new password; ends their other sessions")
+    pw.add_argument("name")
+    out = user_sub.add_parser("logout", help="end every session of a person, revoke tokens")
+    out.add_argument("name")
+    rm = user_sub.add_parser(
+        "remove", help="offboard: end access, stop servers; keep (or archive) their files"
+    )
+    rm.add_argument("name")
+    rm.add_argument(
+        "--archive",
+        action="store_true",
+        help="pack the home into <data_dir>/archive and delete the Unix account",
+    )
+    ls = user_sub.add_parser("list", help="list logins")
+    for a in (add, pw):
         a.add_argument(
             "--password-stdin",
             action="store_true",
             help="read the password from standard input instead of generating one",
         )
-    rm = user_sub.add_parser("remove", help="remove a login (keeps files)")
-    rm.add_argument("name")
-    rm.add_argument("--config")
-    ls = user_sub.add_parser("list", help="list accounts")
-    ls.add_argument("--config")
+    for a in (add, imp, pw, out, rm, ls):
+        a.add_argument("--config")
     user.set_defaults(func=cmd_user)
     return p
 

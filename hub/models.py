@@ -48,6 +48,19 @@ class UnixAccount(Base):
     created: Mapped[datetime] = mapped_column(DateTime)
 
 
+class RetiredUnixAccount(Base):
+    """The Unix account of a removed person: kept (locked) or archived, never reused for a
+    later hub user of the same name unless the admin restores it (`mlrp user add --restore`)."""
+
+    __tablename__ = "retired_unix_accounts"
+
+    unix_name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hub_user: Mapped[str] = mapped_column(String(255), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime)
+    retired: Mapped[datetime] = mapped_column(DateTime)
+    archive: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
 class LoginAccount(Base):
     """Native login: one row per person who may log in with a password."""
 
@@ -57,3 +70,4 @@ class LoginAccount(Base):
     password_hash: Mapped[str] = mapped_column(String(512))
     created: Mapped[datetime] = mapped_column(DateTime)
     changed: Mapped[datetime] = mapped_column(DateTime)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.models import GPULease, SpawnEvent, UnixAccount
+from hub.models import GPULease, RetiredUnixAccount, SpawnEvent, UnixAccount
 from spawners.records import AccountClash, Event, Lease
 
 log = logging.getLogger(__name__)
@@ -186,6 +186,13 @@ class SQLRecords:
                     f"{unix_name} (did accounts.prefix change?). Put accounts.prefix back, or "
                     "delete the row for this user from unix_accounts to give them a new account."
                 )
+            retired = s.get(RetiredUnixAccount, unix_name)
+            if retired is not None:
+                raise AccountClash(
+                    f"Unix account {unix_name} belonged to {retired.hub_user!r}, who was removed; "
+                    f"it is kept with their files (mlrp user add {retired.hub_user} --restore "
+                    "gives it back to them)."
+                )
             holder = s.scalars(
                 select(UnixAccount.hub_user).where(UnixAccount.unix_name == unix_name)
             ).first()
@@ -195,3 +202,56 @@ class SQLRecords:
                 )
             if holder is None:
                 s.add(UnixAccount(hub_user=hub_user, unix_name=unix_name, created=now()))
+
+    # -- retired Unix accounts (offboarding) ------------------------------------------------
+    def retire_unix_account(self, hub_user: str) -> str | None:
+        """Forget `hub_user`'s Unix account as theirs and keep its name from ever being given
+        out again; returns the account name (None if they never had one)."""
+        with self.session() as s, s.begin():
+            row = s.get(UnixAccount, hub_user)
+            if row is None:
+                return None
+            name = row.unix_name
+            s.delete(row)
+            s.flush()
+            s.merge(
+                RetiredUnixAccount(
+                    unix_name=name, hub_user=hub_user, created=row.created, retired=now()
+                )
+            )
+        return name
+
+    def unix_name_retired(self, unix_name: str) -> bool:
+        with self.session() as s:
+            return s.get(RetiredUnixAccount, unix_name) is not None
+
+    def retired_unix_accounts(self, hub_user: str) -> list[RetiredUnixAccount]:
+        """`hub_user`'s retired accounts, most recently retired first."""
+        with self.session() as s:
+            rows = s.scalars(
+                select(RetiredUnixAccount)
+                .where(RetiredUnixAccount.hub_user == hub_user)
+                .order_by(RetiredUnixAccount.retired.desc())
+            )
+            return list(rows)
+
+    def set_archive(self, unix_name: str, archive: str) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(RetiredUnixAccount, unix_name)
+            if row is not None:
+                row.archive = archive
+
+    def restore_unix_account(self, hub_user: str, unix_name: str) -> None:
+        """Give `hub_user` back their retired account `unix_name` (the admin asked for it)."""
+        with self.session() as s, s.begin():
+            row = s.get(RetiredUnixAccount, unix_name)
+            if row is None or row.hub_user != hub_user:
+                raise AccountClash(f"{unix_name} is not a retired account of {hub_user!r}")
+            mine = s.get(UnixAccount, hub_user)
+            if mine is not None:
+                raise AccountClash(
+                    f"hub user {hub_user!r} already has Unix account {mine.unix_name}"
+                )
+            s.delete(row)
+            s.flush()
+            s.add(UnixAccount(hub_user=hub_user, unix_name=unix_name, created=row.created))

@@ -39,10 +39,27 @@ def _hashed(text: str) -> str:
     return base64.b32encode(digest).decode("ascii").lower()[:16]
 
 
-def unix_name_for(hub_user: str, prefix: str = "mlrp-") -> str:
+def unix_name_for(hub_user: str, prefix: str = "mlrp-", generation: int = 0) -> str:
+    """The Unix account of `hub_user`. Generation n > 0 is the account of the (n+1)-th person
+    given this hub name, after the earlier ones were removed: a hashed name (NUL cannot be in a
+    hub name, so this never equals another name's account), never the removed person's."""
+    if generation:
+        return f"{prefix.rstrip('-')}_{_hashed(hub_user + chr(0) + str(generation))}"
     if SIMPLE_NAME.fullmatch(hub_user):
         return prefix + hub_user
     return f"{prefix.rstrip('-')}_{_hashed(hub_user)}"
+
+
+def fresh_unix_name(records: Records, hub_user: str, prefix: str) -> str:
+    """`hub_user`'s account: the one recorded, else the first of their names that no removed
+    person held (a re-added name must not inherit the earlier person's files)."""
+    recorded = records.unix_account(hub_user)
+    generation = 0
+    while True:
+        name = unix_name_for(hub_user, prefix, generation)
+        if name == recorded or not records.unix_name_retired(name):
+            return name
+        generation += 1
 
 
 def server_tag(account: str, server_name: str) -> str:
@@ -90,7 +107,7 @@ async def ensure_account(
     records: Records, hub_user: str, prefix: str, home_root: Path
 ) -> tuple[Account, bool]:
     """Find or create the Unix account of `hub_user`; returns (account, created)."""
-    name = unix_name_for(hub_user, prefix)
+    name = fresh_unix_name(records, hub_user, prefix)
     records.claim_unix_account(hub_user, name)  # raises AccountClash if someone else has it
     existing = _lookup(name)
     if existing is not None:

@@ -79,3 +79,7 @@ class Records(Protocol):
     def claim_unix_account(self, hub_user: str, unix_name: str) -> None:
         """Record the mapping; raises AccountClash if `unix_name` belongs to another hub user."""
         ...
+
+    def unix_name_retired(self, unix_name: str) -> bool:
+        """Whether `unix_name` belonged to a removed person (and so is never handed out)."""
+        ...

@@ -43,6 +43,7 @@ class MemoryRecords:
     leased: dict[tuple[str, str], Lease] = field(default_factory=dict)  # (node, device) → lease
     event_log: list[Event] = field(default_factory=list)
     accounts: dict[str, str] = field(default_factory=dict)  # hub user → Unix account
+    retired: set[str] = field(default_factory=set)  # Unix accounts of removed people
     calls: list[tuple[str, str]] = field(default_factory=list)
 
     def lease_gpus(self, owner: str, node: str, candidates: list[str], count: int) -> list[str]:
@@ -90,6 +91,9 @@ class MemoryRecords:
         if holder is not None and holder != hub_user:
             raise AccountClash(f"Unix account {unix_name} already belongs to {holder!r}")
         self.accounts[hub_user] = unix_name
+
+    def unix_name_retired(self, unix_name: str) -> bool:
+        return unix_name in self.retired
 
 
 class ScriptedBackend(PlacementBackend):

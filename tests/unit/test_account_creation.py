@@ -77,7 +77,9 @@ async def test_an_account_held_by_another_hub_user_is_never_shared(
     log = tmp_path / "useradd.log"
     fake_useradd(tmp_path / "bin", RECORDING_USERADD.format(log=log), monkeypatch)
     records = MemoryRecords(accounts={"Alice": "mlrp_collided"})
-    monkeypatch.setattr(accounts, "unix_name_for", lambda name, prefix: "mlrp_collided")
+    monkeypatch.setattr(
+        accounts, "unix_name_for", lambda name, prefix, generation=0: "mlrp_collided"
+    )
     with pytest.raises(AccountClash, match="already belongs to 'Alice'"):
         await ensure_account(records, "alice.b", "mlrp-", tmp_path)
     assert not log.exists(), "useradd must not run for a refused claim"

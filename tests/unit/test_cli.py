@@ -86,7 +86,7 @@ def users(capsys: pytest.CaptureFixture[str], config: Path) -> list[str]:
         ([], "the following arguments are required: command"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["user"], "the following arguments are required: action"),
-        (["user", "add"], "the following arguments are required: name"),
+        (["user", "add"], "the following arguments are required: NAME"),
         (["config", "check"], "the following arguments are required: file"),
         (["doctor", "--bogus"], "unrecognized arguments: --bogus"),
     ],
@@ -147,13 +147,19 @@ def test_add_list_passwd_remove(
         *("user", "passwd", "alice", "--config", cfg, "--password-stdin"),
         stdin="a new long password\n",
     )
-    assert (code, out) == (0, "Changed the password of alice.\n")
+    assert (code, out) == (
+        0,
+        "Changed the password of alice; their other sessions ended and 0 token(s) were revoked.\n",
+    )
     assert accounts.check_login(records, "alice", "a new long password")
     assert not accounts.check_login(records, "alice", match.group(1))
 
     code, out, _ = run(capsys, monkeypatch, "user", "remove", "alice", "--config", cfg)
     assert code == 0
-    assert out == "Removed the login of alice. Their Unix account and files are kept.\n"
+    assert out == (
+        "Removed alice: servers stopped and GPUs freed, sessions and tokens revoked, login and "
+        "group memberships deleted.\n"
+    )
     assert users(capsys, config) == ["bob.smith"]
     assert not accounts.check_login(records, "alice", "a new long password")
 
@@ -245,7 +251,9 @@ def test_add_twice(
     code, out, err = run(capsys, monkeypatch, *argv)
     assert code == 2
     assert out == ""
-    assert err == "mlrp: alice already has an account; use `mlrp user passwd alice`.\n"
+    assert err == (
+        "mlrp: alice already has a login; use `mlrp user passwd alice` for a new password.\n"
+    )
     assert users(capsys, config) == ["alice"]
 
 
@@ -264,7 +272,7 @@ def test_remove_a_missing_user(
 ) -> None:
     code, _, err = run(capsys, monkeypatch, "user", "remove", "bob", "--config", str(config))
     assert code == 2
-    assert err == "mlrp: There is no login account 'bob'.\n"
+    assert err == "mlrp: There is no user 'bob'.\n"
 
 
 def test_user_commands_refuse_a_bad_config(

@@ -14,7 +14,14 @@ from spawners.records import AccountClash, Event
 
 pytestmark = pytest.mark.unit
 
-TABLES = {"gpu_leases", "spawn_events", "unix_accounts", "login_accounts", "alembic_version"}
+TABLES = {
+    "gpu_leases",
+    "spawn_events",
+    "unix_accounts",
+    "retired_unix_accounts",
+    "login_accounts",
+    "alembic_version",
+}
 T0 = datetime(2024, 1, 1, 12, 0, 0)
 
 
@@ -33,7 +40,7 @@ def test_migrations_create_the_schema(url: str, tmp_path: Path) -> None:
     columns = {c["name"] for c in inspect(engine).get_columns("gpu_leases")}
     assert columns == {"id", "node", "device", "owner", "since"}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
 
 
 def test_opening_twice_is_idempotent_and_keeps_data(url: str) -> None:
@@ -43,7 +50,7 @@ def test_opening_twice_is_idempotent_and_keeps_data(url: str) -> None:
     second = SQLRecords.from_url(url)
     with second.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0001"]
+    assert versions == ["0002"]
     assert second.unix_account("alice") == "mlrp-alice"
     assert [lease.device for lease in second.leases("n1")] == ["0"]
 
@@ -113,3 +120,31 @@ def test_second_unix_name_for_the_same_user_is_a_clash(records: SQLRecords) -> N
     with pytest.raises(AccountClash):
         records.claim_unix_account("alice", "lab-alice")
     assert records.unix_account("alice") == "mlrp-alice"
+
+
+def test_a_retired_account_is_never_given_to_the_next_person_of_that_name(
+    records: SQLRecords,
+) -> None:
+    from spawners.accounts import fresh_unix_name
+
+    records.claim_unix_account("frank", "mlrp-frank")
+    assert records.retire_unix_account("frank") == "mlrp-frank"
+    assert records.unix_account("frank") is None
+    assert records.unix_name_retired("mlrp-frank")
+    assert records.retire_unix_account("frank") is None, "nothing left to retire"
+    second = fresh_unix_name(records, "frank", "mlrp-")
+    assert second != "mlrp-frank" and second.startswith("mlrp_")
+    records.claim_unix_account("frank", second)
+    assert fresh_unix_name(records, "frank", "mlrp-") == second, "stable once recorded"
+    records.retire_unix_account("frank")
+    third = fresh_unix_name(records, "frank", "mlrp-")
+    assert third not in ("mlrp-frank", second)
+    # Nobody else can be given a retired name either.
+    with pytest.raises(AccountClash):
+        records.claim_unix_account("frank", "mlrp-frank")
+    # Restore hands the most recent one back, only to its person.
+    assert [r.unix_name for r in records.retired_unix_accounts("frank")] == [second, "mlrp-frank"]
+    with pytest.raises(AccountClash):
+        records.restore_unix_account("gina", second)
+    records.restore_unix_account("frank", second)
+    assert records.unix_account("frank") == second and not records.unix_name_retired(second)
