@@ -38,8 +38,8 @@ needs_no_nvml = pytest.mark.skipif(NVML_PRESENT, reason="NVML present")
 EXPECTED: dict[str, list[str]] = {
     "yaml_syntax_error.yaml": ["line 4, column 6: mapping values are not allowed here"],
     "top_level_list.yaml": ["(top level): must be a mapping of sections (hub, profiles…)"],
-    "unknown_top_level_key.yaml": ["profile: unknown key (check the spelling;"],
-    "unknown_profile_key.yaml": ["profiles[1].gpu: unknown key (check the spelling;"],
+    "unknown_top_level_key.yaml": ["profile: unknown key; did you mean 'profiles'?"],
+    "unknown_profile_key.yaml": ["profiles[1].gpu: unknown key; did you mean 'gpus'?"],
     "port_wrong_type.yaml": ["hub.port: Input should be a valid integer"],
     "port_out_of_range.yaml": ["hub.port: Input should be less than or equal to 65535"],
     "gpus_negative.yaml": [f"profiles[0].gpus: {GPUS_RULE}; got -1"],
