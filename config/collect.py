@@ -55,11 +55,10 @@ class Collected:
 
 
 def _names(section: Any) -> frozenset[str]:
-    return (
-        frozenset(k for k in section if isinstance(k, str))
-        if isinstance(section, dict)
-        else (frozenset())
-    )
+    """The names a file defines under images: or groups:, whatever their settings."""
+    if not isinstance(section, dict):
+        return frozenset()
+    return frozenset(k for k in section if isinstance(k, str))
 
 
 def _drop(data: dict[str, Any], loc: Loc) -> None:

@@ -524,6 +524,17 @@ def test_limits_beyond_the_node_are_warnings_naming_what_the_node_has() -> None:
     assert beyond_node(cfg, Node(cpus=None, memory=None)) == []
 
 
+def test_a_limit_the_node_just_has_is_no_warning() -> None:
+    cfg = parse(
+        {"profiles": [cpu(cpus=4, memory="8G"), cpu(slug="more", cpus=4.5, memory=8 * 2**30 + 1)]}
+    )
+    warnings = beyond_node(cfg, Node(cpus=4, memory=8 * 2**30))
+    assert [w.split(":")[0] for w in warnings] == [
+        "profiles[1] (more).cpus",
+        "profiles[1] (more).memory",
+    ]
+
+
 def test_check_warns_but_passes_beyond_the_node(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     # More than any machine these tests run on: 512 CPUs (the most a profile may ask) and 1 PiB.
