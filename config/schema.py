@@ -2,12 +2,16 @@
 
 `load(path)` turns YAML into `MLRPConfig` or raises `ConfigError` whose lines each name the key
 path (``profiles[1].gpus``) and what is allowed. Nothing here touches JupyterHub: `render.py` maps
-the model onto traitlets. Unknown keys are errors everywhere (a typo must not be silently ignored).
+the model onto traitlets. Unknown keys are errors everywhere (a typo must not be silently ignored),
+and come with the nearest known key. Every problem of a file is reported in one go: `parse` lets
+`config.collect` put stand-ins in place of broken parts and validate again, so the checks that
+pydantic runs only on valid sections (the cross-references below) still speak.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -16,12 +20,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from config.suggest import choices_at, did_you_mean, model_at
 from spawners.cgroups import memory_size
 
 # Enough for JupyterLab with a dozen kernels each running one thread per core of a 64-core node.
@@ -35,6 +39,8 @@ USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 # default image, and the proxy sits beside it.
 PLATFORM_ENV = Path(sys.prefix)
 DEFAULT_PROXY = PLATFORM_ENV.parent / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
+# Installed with the package (pyproject.toml, package-data), so it exists wherever mlrp does.
+EXAMPLE_HINT = "Every key, with a comment: `mlrp config example`."
 
 
 class ConfigError(Exception):
@@ -44,7 +50,33 @@ class ConfigError(Exception):
         self.source = source
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source} is not a valid MLRP configuration:\n{lines}")
+        super().__init__(f"{source} is not a valid MLRP configuration:\n{lines}\n{EXAMPLE_HINT}")
+
+
+# The validation-context key under which `config.collect` passes its `StandIns`.
+STAND_INS = "mlrp_stand_ins"
+
+
+@dataclass(frozen=True)
+class StandIns:
+    """What `config.collect` put in place of broken parts of a file so that the rest could still
+    be validated. The cross-checks skip whatever rests on a stand-in instead of blaming it (a
+    profile whose slug was missing is not "used by two profiles"; an image whose settings are
+    wrong is still an image the file defines). Without it (a normal parse) nothing is skipped."""
+
+    replaced: frozenset[tuple[int | str, ...]] = frozenset()  # key paths given a stand-in
+    images: frozenset[str] = frozenset()  # names the file defines under images:, broken ones too
+    groups: frozenset[str] = frozenset()  # the same under groups:
+    cross_checked: bool = False  # the cross-references were reported already in this run
+
+    def covers(self, *loc: int | str) -> bool:
+        """Whether the value at `loc` is, or lies inside, a stand-in."""
+        return any(loc[:n] in self.replaced for n in range(1, len(loc) + 1))
+
+
+def stand_ins(info: ValidationInfo) -> StandIns:
+    found = (info.context or {}).get(STAND_INS) if isinstance(info.context, dict) else None
+    return found if isinstance(found, StandIns) else StandIns()
 
 
 def parse_memory(value: str | int) -> int:
@@ -308,7 +340,7 @@ class CullerSection(_Strict):
 
 
 class MLRPConfig(_Strict):
-    """The whole deployment file. See config/examples/single-node.yaml for every key."""
+    """The whole deployment file. `mlrp config example` prints every key, with a comment."""
 
     hub: HubSection = Field(default_factory=HubSection)  # type: ignore[arg-type]
     login: LoginSection = Field(default_factory=LoginSection)  # type: ignore[arg-type]
@@ -322,21 +354,41 @@ class MLRPConfig(_Strict):
     idle_culler: CullerSection = Field(default_factory=CullerSection)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
-    def _cross_references(self) -> MLRPConfig:
+    def _cross_references(self, info: ValidationInfo) -> MLRPConfig:
+        lenient = stand_ins(info)
+        if lenient.cross_checked:
+            return self
         problems: list[str] = []
         seen: set[str] = set()
+        images = set(self.images) | lenient.images
+        groups = set(self.groups) | lenient.groups
         for i, p in enumerate(self.profiles):
-            where = f"profiles[{i}] ({p.slug})"
-            if p.slug in seen:
+            if lenient.covers("profiles", i):
+                continue  # not a profile at all; its own problem says so
+            named = not lenient.covers("profiles", i, "slug")
+            where = f"profiles[{i}] ({p.slug})" if named else f"profiles[{i}]"
+            if named and p.slug in seen:
                 problems.append(f"{where}.slug: {p.slug!r} is used by two profiles")
             seen.add(p.slug)
-            if p.image not in self.images:
-                known = ", ".join(sorted(self.images)) or "none"
-                problems.append(f"{where}.image: no image {p.image!r}; images defined: {known}")
+            if (
+                not lenient.covers("images")
+                and not lenient.covers("profiles", i, "image")
+                and p.image not in images
+            ):
+                known = ", ".join(sorted(images)) or "none"
+                problems.append(
+                    f"{where}.image: no image {p.image!r}; images defined: {known}"
+                    + did_you_mean(p.image, images)
+                )
+            if lenient.covers("groups") or lenient.covers("profiles", i, "groups"):
+                continue
             for g in p.groups:
-                if g not in self.groups:
-                    known = ", ".join(sorted(self.groups)) or "none"
-                    problems.append(f"{where}.groups: no group {g!r}; groups defined: {known}")
+                if g not in groups:
+                    known = ", ".join(sorted(groups)) or "none"
+                    problems.append(
+                        f"{where}.groups: no group {g!r}; groups defined: {known}"
+                        + did_you_mean(g, groups)
+                    )
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -352,36 +404,53 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _problems(err: ValidationError) -> list[str]:
+def _unknown_key(loc: tuple[int | str, ...]) -> str:
+    section = model_at(MLRPConfig, loc[:-1])
+    known = list(section.model_fields) if section is not None else []
+    hint = did_you_mean(loc[-1], known)
+    if hint:
+        return "unknown key" + hint
+    if known:
+        return "unknown key; the keys allowed here are " + ", ".join(known)
+    return "unknown key"
+
+
+def describe(errors: list[Any]) -> list[str]:
+    """pydantic's errors (``ValidationError.errors()``) as lines that each name a key path."""
     problems: list[str] = []
-    for e in err.errors(include_url=False):
-        where = _loc(tuple(e["loc"]))
+    for e in errors:
+        loc = tuple(e["loc"])
+        where = _loc(loc)
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see config/examples/single-node.yaml)"
+            msg = _unknown_key(loc)
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "string_pattern_mismatch":
             pattern = (e.get("ctx") or {}).get("pattern", "")
             msg = f"{e['input']!r} is not allowed here (must match {pattern})"
-        lines = msg.split("\n") if not e["loc"] else [f"{where}: {msg}"]
+        elif e["type"] == "literal_error":
+            msg += did_you_mean(e["input"], choices_at(MLRPConfig, loc))
+        lines = msg.split("\n") if not loc else [f"{where}: {msg}"]
         problems.extend(line for line in lines if line not in problems)
     return problems
 
 
+TOP_LEVEL_NOT_A_MAPPING = "(top level): must be a mapping of sections (hub, profiles…)"
+
+
 def parse(data: Any, source: str = "configuration") -> MLRPConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, ["(top level): must be a mapping of sections (hub, profiles…)"])
-    try:
-        return MLRPConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(source, _problems(err)) from None
+    """Validate a deployment (the YAML's data); ConfigError listing every problem at once."""
+    from config.collect import collect  # collect builds on this module's models
+
+    found = collect(data)
+    if found.problems or found.config is None:
+        raise ConfigError(source, found.problems)
+    return found.config
 
 
-def load(path: Path) -> MLRPConfig:
-    """Read and validate a deployment YAML file."""
+def read_yaml(path: Path) -> Any:
+    """The data of a deployment file; ConfigError if it cannot be read or is not YAML."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -389,10 +458,14 @@ def load(path: Path) -> MLRPConfig:
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(str(path), [f"cannot read: {e}"]) from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
         problem = getattr(e, "problem", None) or "not valid YAML"
         raise ConfigError(str(path), [f"{where}: {problem}"]) from None
-    return parse(data, str(path))
+
+
+def load(path: Path) -> MLRPConfig:
+    """Read and validate a deployment YAML file."""
+    return parse(read_yaml(path), str(path))

@@ -3,7 +3,9 @@
     mlrp up [--config FILE]             start the platform in the foreground
     mlrp doctor [--config FILE]         what this node has and lacks; exit 1 if a must-have
                                         is missing
-    mlrp config check FILE              validate a deployment file; exit 2 if it is not valid
+    mlrp config check FILE              validate a deployment file, all its problems at once;
+                                        exit 2 if it is not valid (warnings alone: exit 0)
+    mlrp config example                 print the annotated example deployment file
     mlrp gpus [--config FILE]           who holds which GPU, since when, on which profile
     mlrp user add|import|passwd|logout|remove|list
                                         people: logins, groups, sessions, offboarding
@@ -127,21 +129,44 @@ def cmd_up(args: argparse.Namespace) -> int:
     os.execve(hub_bin, [hub_bin, "-f", str(CONFIG_PY)], env)
 
 
-# -- mlrp config check ----------------------------------------------------------------------
+# -- mlrp config check / example ----------------------------------------------------------
+def _warnings_text(warnings: list[str]) -> str:
+    lines = "".join(f"\n  - {w}" for w in warnings)
+    return f"warning: on this node, {len(warnings)} limit(s) cannot be given:{lines}"
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from config.loading import examine
+
     path = Path(args.file)
-    cfg = load_config(path)
+    found = examine(path)
+    if found.problems or found.config is None:
+        print(f"mlrp: {ConfigError(str(path), found.problems)}", file=sys.stderr)
+        if found.warnings:
+            print(_warnings_text(found.warnings), file=sys.stderr)
+        return EXIT_INPUT
+    cfg = found.config
     print(
         f"{path}: valid. {len(cfg.profiles)} profile(s): "
         + ", ".join(p.slug for p in cfg.profiles)
         + f"; data in {cfg.hub.data_dir}; listening on {cfg.hub.public_url}"
     )
+    if found.warnings:
+        print(_warnings_text(found.warnings), file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_config_example(args: argparse.Namespace) -> int:
+    from config.example import example_text
+
+    print(example_text(), end="")
     return EXIT_OK
 
 
 # -- mlrp doctor ----------------------------------------------------------------------------
 def cmd_doctor(args: argparse.Namespace) -> int:
     from hub import doctor
+    from hub.hub_state import probe_url
 
     path = resolve_path(args.config)
     if path:
@@ -156,13 +181,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         cfg = parse({"profiles": [{"slug": "cpu", "name": "CPU"}]})
     # The config's own gpus section, so the doctor judges GPUs and their fence with the
     # inventory the hub would build from it.
+    h = cfg.hub
     return doctor.main(
-        data_dir=cfg.hub.data_dir,
-        proxy_command=cfg.hub.proxy_command,
+        data_dir=h.data_dir,
+        proxy_command=h.proxy_command,
         gpu_source=cfg.gpus.source,
         gpu_devices=list(cfg.gpus.devices),
         slurm_configured=False,
         multi_user=cfg.accounts.mode == "system",
+        hub_url=probe_url(h.ip, h.port, h.scheme, h.hub_port),
+        db_url=os.environ.get("MLRP_DB_URL") or None,
     )
 
 
@@ -356,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = cfg_sub.add_parser("check", help="validate a deployment YAML")
     check.add_argument("file")
     check.set_defaults(func=cmd_config_check)
+    example = cfg_sub.add_parser("example", help="print the annotated example deployment YAML")
+    example.set_defaults(func=cmd_config_example)
 
     user = sub.add_parser("user", help="people: logins, groups, sessions, offboarding")
     user_sub = user.add_subparsers(dest="action", required=True, parser_class=_Parser)

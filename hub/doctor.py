@@ -2,36 +2,44 @@
 
 Each check probes one real thing (the NVIDIA driver through NVML, the proxy binary, free disk,
 root, `useradd`, the Slurm client, cgroups, the GPU fence, how stopped servers are ended,
-private temp space, /proc hiding) and turns every expected failure into
+private temp space, /proc hiding, whether the hub runs and answers, the GPU leases held now)
+and turns every expected failure into
 a `Check` that is not ok, so the admin sees a table and one fix line per problem, never a
 traceback. Exit status: 0 when every required check passes, 1 otherwise.
 
 GPUs and cgroups are judged by the spawner's own code (`spawners.gpus.load_inventory`,
 `spawners.cgroups.probe`), never by a second detector here: what the doctor says is what the hub
-will do with the same `gpus` section.
+will do with the same `gpus` section. Leases are read as `mlrp gpus` reads them, and a hold's
+leftover processes are found as `Platform.sweep_held` finds them (the server's cgroup).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from hub.gpu_view import gpu_rows, server_profiles
+from hub.hub_state import HubProcess, answers, hub_process, read_leases
+from hub.storage import sqlite_url
 from spawners.cgroups import (
     DEFAULT_ROOT,
     CgroupSupport,
     FenceSupport,
     KillSupport,
+    ServerCgroup,
     probe,
     probe_fence,
     probe_kill,
 )
 from spawners.gpus import GPUSourceError, Inventory, NvmlReport, load_inventory, read_nvml
 from spawners.isolation import private_tmp_works
+from spawners.records import Lease, held_tag
 
 GIB = 1024**3
 GPU_SOURCES = ("nvml", "config", "auto")
@@ -99,6 +107,23 @@ FENCE_NVML_MINOR_FIX = (
     "the NVIDIA driver, or set gpus.source: config and list the GPUs by their /dev/nvidiaN "
     "number in gpus.devices."
 )
+
+HUB_START_FIX = "Start it with `mlrp up` (or `bash hub/bootstrap.sh up`), or your service manager."
+HUB_STALE_FIX = (
+    "The hub ended without removing its pid file (killed, or the node rebooted); `mlrp up` "
+    "starts it again and rewrites the file."
+)
+HUB_SILENT_FIX = (
+    "The hub process is there but does not answer: it may still be starting (give it a "
+    "minute), or be stuck; read its log (the output of `mlrp up`, or your service manager's)."
+)
+HELD_FIX = (
+    "GPUs marked held belong to a stopped server whose processes survived SIGKILL (usually "
+    "stuck in the GPU driver): they stay fenced off until those processes end, and the hub "
+    "frees them at its next spawn after that. See the processes with `ps -o pid,stat,wchan:30 "
+    "-p PIDS`; if they never end, reboot the node."
+)
+LEASES_UNREADABLE_FIX = "Run the doctor as root, with the same config (data_dir) as the hub."
 
 
 @dataclass
@@ -230,6 +255,67 @@ def check_fence(inventory: Inventory | None, report: NvmlReport, fence: FenceSup
     detail = "\n".join([f"{denied}, except {count} with no known device node:", *unfenceable])
     fix = FENCE_NVML_MINOR_FIX if inventory.source == "nvml" else FENCE_UUID_FIX
     return Check(name, False, detail, False, fix)
+
+
+# --- the hub and its GPU leases -------------------------------------------------------------
+
+
+def check_hub(process: HubProcess, answer: tuple[bool, str] | None) -> Check:
+    """Whether the hub runs (its pid file names a live jupyterhub) and, if asked, answers on
+    its URL. Never required: the doctor is also what an admin runs before the first start."""
+    name = "Hub"
+    if process.pid is None:
+        if process.stale:
+            return Check(name, False, f"{process.detail} (stale pid file)", False, HUB_STALE_FIX)
+        return Check(name, False, process.detail, False, HUB_START_FIX)
+    if answer is None:
+        return Check(name, True, process.detail, False)
+    answered, detail = answer
+    text = f"{process.detail}; {detail}"
+    return Check(name, answered, text, False, "" if answered else HUB_SILENT_FIX)
+
+
+def held_processes(tag: str, cgroup_root: Path, containment: KillSupport) -> list[int]:
+    """The processes left of stopped server `tag`, found as Platform.sweep_held finds them."""
+    group = ServerCgroup.find(tag, cgroup_root) if containment.enforced else None
+    return group.pids() if group is not None else []
+
+
+def check_leases(
+    leases: list[Lease] | None,
+    why: str,
+    profiles: dict[str, str],
+    left_of: Callable[[str], list[int]],
+) -> Check:
+    """Which GPUs are leased now, to whom, since when; holds for stopped servers' leftover
+    processes are a warning (those GPUs are out of use until the processes end)."""
+    name = "GPU leases"
+    if leases is None:
+        unreadable = why.startswith("cannot")
+        return Check(name, not unreadable, why, False, LEASES_UNREADABLE_FIX if unreadable else "")
+    if not leases:
+        return Check(name, True, "none held", False)
+    owners = {lease.device: lease.owner for lease in leases}
+    lines, held = [], []
+    for row in gpu_rows([], leases, profiles):
+        line = f"GPU {row.gpu}: {row.holder}"
+        line += f", profile {row.profile}" if row.profile else ""
+        line += f", since {row.since:%Y-%m-%d %H:%M} UTC" if row.since else ""
+        tag = held_tag(owners[row.gpu])
+        if tag is not None:
+            held.append(row.gpu)
+            left = left_of(tag)
+            line += (
+                f"; processes {', '.join(map(str, left))} still there"
+                if left
+                else "; its processes have ended (freed at the hub's next spawn)"
+            )
+        lines.append(line)
+    summary = f"{_plural(len(leases), 'GPU')} leased"
+    if held:
+        summary += f", {len(held)} of them held for a stopped server's leftovers"
+    detail = "\n".join([summary, *lines])
+    return Check(name, not held, detail, False, HELD_FIX if held else "")
 
 
 # --- proxy, disk ------------------------------------------------------------------------------
@@ -377,9 +463,14 @@ def run_checks(
     min_free_gb: float = 2.0,
     multi_user: bool = True,
     cgroup_root: Path = DEFAULT_ROOT,
+    hub_url: str | None = None,
+    db_url: str | None = None,
+    node: str | None = None,
 ) -> list[Check]:
     """Probe this node for a hub configured with `gpus: {source: gpu_source, devices:
-    gpu_devices}`. `multi_user=False` is developer single-user mode: root is not needed."""
+    gpu_devices}`. `multi_user=False` is developer single-user mode: root is not needed.
+    `hub_url`: the loopback URL where a running hub answers (None: not asked); `db_url`: the
+    MLRP database (default: the one in `data_dir`); `node`: whose leases (default: this host)."""
     nvml = read_nvml()
     inventory = hub_inventory(gpu_source, gpu_devices, nvml)
     checks = [
@@ -395,9 +486,20 @@ def run_checks(
         checks.append(check_slurm_client())
     checks.append(check_cgroups(probe(cgroup_root)))
     checks.append(check_fence(inventory, nvml, probe_fence(cgroup_root)))
-    checks.append(check_containment(probe_kill(cgroup_root)))
+    containment = probe_kill(cgroup_root)
+    checks.append(check_containment(containment))
     checks.append(check_private_tmp(private_tmp_works()))
     checks.append(check_hidepid(_read_mounts()))
+    process = hub_process(Path(data_dir))
+    answer = answers(hub_url) if hub_url is not None and process.pid is not None else None
+    checks.append(check_hub(process, answer))
+    leases, why = read_leases(db_url or sqlite_url(Path(data_dir)), node or socket.gethostname())
+    profiles = server_profiles(Path(data_dir) / "jupyterhub.sqlite") if leases else {}
+    checks.append(
+        check_leases(
+            leases, why, profiles, lambda tag: held_processes(tag, cgroup_root, containment)
+        )
+    )
     return checks
 
 
@@ -439,6 +541,8 @@ def main(
     out: TextIO | None = None,
     multi_user: bool = True,
     cgroup_root: Path = DEFAULT_ROOT,
+    hub_url: str | None = None,
+    db_url: str | None = None,
 ) -> int:
     """Print the table and a summary line to `out` (standard output when None, looked up at call
     time); return 0 when every required check passes, else 1."""
@@ -451,6 +555,8 @@ def main(
         slurm_configured=slurm_configured,
         multi_user=multi_user,
         cgroup_root=cgroup_root,
+        hub_url=hub_url,
+        db_url=db_url,
     )
     out.write(render_table(checks))
     out.write("\n" + _summary(checks) + "\n")

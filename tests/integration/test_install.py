@@ -129,6 +129,9 @@ def test_up_from_a_private_clone_survives_deleting_the_clone(site: dict[str, Pat
     proxy = site["prefix"] / "node" / "node_modules" / ".bin" / "configurable-http-proxy"
     proxy_row = next(line for line in doctor.stdout.splitlines() if "Proxy binary" in line)
     assert proxy_row.startswith("OK") and str(proxy) in proxy_row, doctor.stdout
+    # What config errors point to exists without the clone: the example is package data.
+    example = second.mlrp("config", "example")
+    assert example.returncode == 0 and "\nprofiles:\n" in example.stdout, example.stderr
     try:
         second.start()
         second.add_user("alice")

@@ -352,3 +352,53 @@ def test_doctor_with_a_bad_config_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "profiles[0].gpu: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- mlrp config example, and the doctor's hub and lease rows ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["config"], "the following arguments are required: config_command"),
+        (["config", "example", "extra"], "unrecognized arguments: extra"),
+        (["config", "exmaple"], "invalid choice: 'exmaple'"),
+    ],
+)
+def test_config_usage_errors_exit_2(argv: list[str], expected: str) -> None:
+    result = mlrp(*argv)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_example_in_process(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, out, err = run(capsys, monkeypatch, "config", "example")
+    assert (code, err) == (0, "")
+    assert out == EXAMPLE.read_text()
+
+
+def test_doctor_shows_the_hub_stopped_and_the_leases_held(tmp_path: Path) -> None:
+    import socket
+
+    from spawners.records import held_owner
+
+    config = write_config(
+        tmp_path, hub={"proxy_command": ["/bin/true"]}, accounts={"mode": "single-user"}
+    )
+    data = tmp_path / "data"
+    data.mkdir()
+    records = SQLRecords.from_url(sqlite_url(data))
+    records.lease_gpus(held_owner("mlrp-alice"), socket.gethostname(), ["3"], 1)
+    result = mlrp("doctor", "--config", str(config))
+    assert result.returncode == 0, result.stdout  # neither is a missing must-have
+    assert doctor_row(result.stdout, "Hub").startswith("WARN")
+    assert f"not running (no {data}/jupyterhub.pid)" in doctor_row(result.stdout, "Hub")
+    leases = doctor_row(result.stdout, "GPU leases")
+    assert leases.startswith("WARN") and leases.endswith(
+        "1 GPU leased, 1 of them held for a stopped server's leftovers"
+    )
+    assert "GPU 3: held: leftovers of mlrp-alice, since " in result.stdout
+    assert f"fix: {doctor.HELD_FIX}" in result.stdout.splitlines()

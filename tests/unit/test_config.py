@@ -16,6 +16,9 @@ import pytest
 import yaml
 from harness import run_mlrp
 
+from config.example import example_text
+from config.loading import examine
+from config.node_limits import Node, beyond_node, node_memory
 from config.render import node_inventory
 from config.schema import ConfigError, MLRPConfig, load, parse
 from spawners.gpus import discover_nvml
@@ -34,12 +37,22 @@ GPUS_RULE = (
 NVML_PRESENT = discover_nvml() is not None
 needs_no_nvml = pytest.mark.skipif(NVML_PRESENT, reason="NVML present")
 
+# bad_configs/five_mistakes.yaml: every one of them, in one run.
+FIVE_MISTAKES = [
+    "hub.port: Input should be a valid integer, unable to parse string as an integer",
+    "profiles[0].memmory: unknown key; did you mean 'memory'?",
+    "profiles[1].cpus: true/false is not allowed here; got True",
+    "profiles[1].memory: memory must be a size such as 4G or 512M; got '16 gigs'",
+    "profiles[1] (gpu).groups: no group 'studnets'; groups defined: students; did you mean "
+    "'students'?",
+]
+
 # Every file in bad_configs/ and the lines its check must print (key path + what is allowed).
 EXPECTED: dict[str, list[str]] = {
     "yaml_syntax_error.yaml": ["line 4, column 6: mapping values are not allowed here"],
     "top_level_list.yaml": ["(top level): must be a mapping of sections (hub, profiles…)"],
-    "unknown_top_level_key.yaml": ["profile: unknown key (check the spelling;"],
-    "unknown_profile_key.yaml": ["profiles[1].gpu: unknown key (check the spelling;"],
+    "unknown_top_level_key.yaml": ["profile: unknown key; did you mean 'profiles'?"],
+    "unknown_profile_key.yaml": ["profiles[1].gpu: unknown key; did you mean 'gpus'?"],
     "port_wrong_type.yaml": ["hub.port: Input should be a valid integer"],
     "port_out_of_range.yaml": ["hub.port: Input should be less than or equal to 65535"],
     "gpus_negative.yaml": [f"profiles[0].gpus: {GPUS_RULE}; got -1"],
@@ -88,6 +101,7 @@ EXPECTED: dict[str, list[str]] = {
     "max_processes_tiny.yaml": [
         "profiles[0].max_processes: Input should be greater than or equal to 16"
     ],
+    "five_mistakes.yaml": FIVE_MISTAKES,
 }
 NEEDS_NO_NVML = {"nvml_required.yaml"}
 
@@ -381,3 +395,195 @@ def test_every_problem_line_names_its_key_path() -> None:
 def test_memory_true_is_refused() -> None:
     problems = problems_of({"profiles": [cpu(memory=True)]})
     assert any(p.startswith("profiles[0].memory:") for p in problems), problems
+
+
+# --- every problem in one run (config.collect) -------------------------------------------------
+
+
+def test_five_mistakes_are_all_reported_in_one_run() -> None:
+    path = BAD / "five_mistakes.yaml"
+    result = check(path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    listed = [line.removeprefix("  - ") for line in result.stderr.splitlines()[1:-1]]
+    assert listed == FIVE_MISTAKES, result.stderr
+    assert result.stderr.splitlines()[-1] == "Every key, with a comment: `mlrp config example`."
+
+
+def test_a_sections_own_check_runs_although_another_key_of_it_is_wrong() -> None:
+    problems = problems_of({"hub": {"ip": "0.0.0.0", "port": "eighty"}, "profiles": [cpu()]})
+    assert problems[0].startswith("hub.port: Input should be a valid integer")
+    assert problems[1].startswith("hub: ip: listening on 0.0.0.0 over plain HTTP")
+    assert len(problems) == 2, problems
+
+
+def test_a_broken_tls_section_is_not_also_called_plain_http(tmp_path: Path) -> None:
+    """The clear-text check rests on hub.tls: with tls wrong, it must not run on a stand-in."""
+    problems = problems_of(
+        {"hub": {"ip": "0.0.0.0", "tls": {"cert": str(tmp_path / "no.pem")}}, "profiles": [cpu()]}
+    )
+    assert problems == ["hub.tls: give both cert and key (PEM files), or neither"]
+
+
+def test_cross_references_run_beside_field_errors() -> None:
+    problems = problems_of(
+        {
+            "groups": {"staff": []},
+            "images": {"default": {}, "torch": {"env": ["not", "a", "path"]}},
+            "profiles": [
+                {"nmae": "CPU", "slg": "cpu", "groups": ["staf"]},  # no slug: named by index
+                "gpu",  # not a profile at all
+                cpu(slug="b", image="torch"),  # its image is broken, but it is defined
+                cpu(slug="c", image="trch", gpus={"choices": [1, 2], "default": 4}),
+                cpu(slug="c", cpus=True),
+            ],
+        }
+    )
+    assert "profiles[0].slug: required key is missing" in problems
+    assert "profiles[0].nmae: unknown key; did you mean 'name'?" in problems
+    assert "profiles[0].slg: unknown key; did you mean 'slug'?" in problems
+    assert (
+        "profiles[1]: Input should be a valid dictionary or instance of ProfileSection" in problems
+    )
+    assert "profiles[3].gpus: default 4 is not one of choices [1, 2]" in problems
+    assert "profiles[4].cpus: true/false is not allowed here; got True" in problems
+    assert problems[-3:] == [
+        "profiles[0].groups: no group 'staf'; groups defined: staff; did you mean 'staff'?",
+        "profiles[3] (c).image: no image 'trch'; images defined: default, torch; did you mean "
+        "'torch'?",
+        "profiles[4] (c).slug: 'c' is used by two profiles",
+    ]
+    assert not any("no-slug" in p or "profiles[1] (" in p for p in problems), problems
+    assert not any(p.startswith("profiles[2]") for p in problems), problems
+
+
+def test_misspelt_words_get_the_nearest_allowed_one() -> None:
+    problems = problems_of(
+        {"hub": {"log_level": "info"}, "gpus": {"source": "nvm"}, "profiles": [cpu()]}
+    )
+    assert problems == [
+        "hub.log_level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'; did you mean "
+        "'INFO'?",
+        "gpus.source: Input should be 'auto', 'nvml' or 'config'; did you mean 'nvml'?",
+    ]
+
+
+def test_an_unknown_key_far_from_any_lists_the_allowed_ones() -> None:
+    (problem,) = problems_of({"profiles": [cpu()], "idle_culler": {"xyzzy": 1}})
+    assert (
+        problem
+        == "idle_culler.xyzzy: unknown key; the keys allowed here are enabled, timeout, interval"
+    )
+
+
+def test_node_checks_run_beside_schema_problems(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"port": "eighty"},
+                "gpus": {"source": "config", "devices": [0, 1]},
+                "profiles": [cpu(), {"slug": "four", "name": "Four", "gpus": 4}],
+            }
+        )
+    )
+    found = examine(path, Node(cpus=64, memory=2**40))
+    assert found.problems[0].startswith("hub.port:")
+    assert found.problems[1].startswith("profiles[1] (four).gpus: asks for up to 4 GPU(s)")
+    assert found.config is None
+
+
+def test_a_broken_gpus_section_is_not_judged_against_the_node(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "gpus": {"source": "config", "devices": ["0,1"]},
+                "profiles": [cpu(), {"slug": "two", "name": "Two", "gpus": 2}],
+            }
+        )
+    )
+    found = examine(path, Node(cpus=64, memory=2**40))
+    assert found.problems == [
+        "gpus.devices[0]: '0,1' is not allowed here (must match ^[A-Za-z0-9-]{1,64}$)"
+    ]
+
+
+# --- limits beyond this node: warnings, not errors ---------------------------------------------
+
+
+def test_limits_beyond_the_node_are_warnings_naming_what_the_node_has() -> None:
+    cfg = parse({"profiles": [cpu(cpus=2, memory="4G"), cpu(slug="big", cpus=64, memory="900G")]})
+    assert beyond_node(cfg, Node(cpus=2, memory=int(23.5 * 2**30))) == [
+        "profiles[1] (big).cpus: 64 is more than this node's 2 CPU(s); a server would never get "
+        "them",
+        "profiles[1] (big).memory: 900G (900.0 GiB) is more than this node's 23.5 GiB of memory; "
+        "a server would never get it",
+    ]
+    assert beyond_node(cfg, Node(cpus=64, memory=2**40)) == []
+    assert beyond_node(cfg, Node(cpus=None, memory=None)) == []
+
+
+def test_a_limit_the_node_just_has_is_no_warning() -> None:
+    cfg = parse(
+        {"profiles": [cpu(cpus=4, memory="8G"), cpu(slug="more", cpus=4.5, memory=8 * 2**30 + 1)]}
+    )
+    warnings = beyond_node(cfg, Node(cpus=4, memory=8 * 2**30))
+    assert [w.split(":")[0] for w in warnings] == [
+        "profiles[1] (more).cpus",
+        "profiles[1] (more).memory",
+    ]
+
+
+def test_check_warns_but_passes_beyond_the_node(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    # More than any machine these tests run on: 512 CPUs (the most a profile may ask) and 1 PiB.
+    path.write_text(yaml.safe_dump({"profiles": [cpu(cpus=512, memory="1048576G")]}))
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert f"{path}: valid. 1 profile(s): cpu" in result.stdout
+    assert "warning: on this node, 2 limit(s) cannot be given:" in result.stderr
+    assert "  - profiles[0] (cpu).cpus: 512 is more than this node's " in result.stderr
+    assert "  - profiles[0] (cpu).memory: 1048576G (1048576.0 GiB) is more than" in result.stderr
+
+
+def test_check_lists_warnings_beside_problems(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump({"hub": {"port": 0}, "profiles": [cpu(cpus=512)]}))
+    result = check(path)
+    assert result.returncode == 2
+    assert "hub.port: Input should be greater than or equal to 1" in result.stderr
+    assert "profiles[0] (cpu).cpus: 512 is more than this node's" in result.stderr
+
+
+def test_node_memory_reads_memtotal(tmp_path: Path) -> None:
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       24684096 kB\nMemFree:        23579992 kB\n")
+    assert node_memory(meminfo) == 24684096 * 1024
+    meminfo.write_text("garbage\n")
+    assert node_memory(meminfo) is None
+    assert node_memory(tmp_path / "absent") is None
+
+
+# --- the example, wherever mlrp is installed ---------------------------------------------------
+
+
+def test_config_example_prints_a_valid_file(tmp_path: Path) -> None:
+    result = run_mlrp("config", "example", timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == EXAMPLE.read_text()
+    copy = tmp_path / "mlrp.yaml"
+    copy.write_text(result.stdout)
+    assert load(copy).profiles[0].slug == "cpu"
+    assert check(copy).returncode == 0
+
+
+def test_the_example_is_package_data() -> None:
+    """pyproject.toml ships it in the wheel beside config/*.py (what `bootstrap.sh install`
+    installs); `mlrp config example` reads it from the package, not from a clone."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["config"]
+    assert any(EXAMPLE.relative_to(REPO / "config").match(p) for p in patterns), patterns
+    assert example_text() == EXAMPLE.read_text()

@@ -5,13 +5,18 @@ on the fake cgroup trees of tests/fake_cgroups.py, against the spawner's own `pr
 
 from __future__ import annotations
 
+import http.server
 import io
 import logging
 import os
 import re
 import shutil
+import socket
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -21,11 +26,13 @@ import yaml
 from fake_cgroups import FakeKernelOs, make_v1_root, make_v2_root
 from fake_nvml import FakeGPU, fake_pynvml
 
-from hub import cli, doctor
+from hub import cli, doctor, hub_state
 from hub.doctor import Check
+from hub.storage import SQLRecords, sqlite_url
 from spawners import cgroups
 from spawners.cgroups import Limits, ServerCgroup, probe, probe_kill
 from spawners.gpus import load_inventory, read_nvml
+from spawners.records import held_owner
 
 pytestmark = pytest.mark.unit
 
@@ -669,3 +676,231 @@ def test_cli_doctor_uses_nvml_as_the_hub_would(
     assert "GPU 3: NVIDIA H100 80GB HBM3, 79.6 GiB" in output
     assert fake.lifecycle == ["init", "shutdown"]
     assert not (tmp_path / "data").exists()  # doctor only looks
+
+
+# --- the hub: its pid file and its URL ---------------------------------------------------------
+# The boundary: these rows read a pid file and ask a URL; a real hub writing and answering them
+# is started by the integration tests. Here the "hub" is a process whose command line is a
+# script called jupyterhub (the shape `mlrp up` execs), and the URL a small HTTP server.
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    script = tmp_path / "bin" / "jupyterhub"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    script.chmod(0o755)
+    proc = subprocess.Popen([str(script), "-f", "jupyterhub_config.py"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # until the interpreter has replaced the fork's cmdline
+        if str(script).encode() in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+            break
+        time.sleep(0.02)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def hub_api() -> Iterator[str]:
+    """An HTTP server on loopback answering /hub/api/ as JupyterHub does, without auth."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (the http.server API)
+            ok = self.path == "/hub/api/"
+            body = b'{"version": "5.3.0"}' if ok else b"not found"
+            self.send_response(200 if ok else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hub/api/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pid_file(data_dir: Path, text: str) -> None:
+    (data_dir / "jupyterhub.pid").write_text(text)
+
+
+def test_hub_not_running_without_a_pid_file(tmp_path: Path) -> None:
+    row = _by_name(_checks(tmp_path), "Hub")
+    assert (row.status, row.detail) == ("WARN", f"not running (no {tmp_path}/jupyterhub.pid)")
+    assert row.fix == doctor.HUB_START_FIX
+    assert not row.required
+
+
+def test_hub_running_and_answering(
+    tmp_path: Path, fake_hub: subprocess.Popen[bytes], hub_api: str
+) -> None:
+    _pid_file(tmp_path, f"{fake_hub.pid}\n")
+    row = _by_name(_checks(tmp_path, hub_url=hub_api), "Hub")
+    assert row.status == "OK", row
+    assert row.detail == f"running (pid {fake_hub.pid}); {hub_api} answers (HTTP 200)"
+
+
+def test_hub_running_but_not_answering(tmp_path: Path, fake_hub: subprocess.Popen[bytes]) -> None:
+    _pid_file(tmp_path, str(fake_hub.pid))
+    url = f"http://127.0.0.1:{_free_port()}/hub/api/"
+    row = _by_name(_checks(tmp_path, hub_url=url), "Hub")
+    assert row.status == "WARN"
+    assert row.detail.startswith(f"running (pid {fake_hub.pid}); {url} does not answer (")
+    assert row.fix == doctor.HUB_SILENT_FIX
+
+
+def test_hub_stale_pid_file_of_an_ended_process(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    _pid_file(tmp_path, str(ended.pid))
+    row = _by_name(_checks(tmp_path, hub_url="http://127.0.0.1:9/hub/api/"), "Hub")
+    assert row.status == "WARN"
+    assert row.detail == (
+        f"not running: {tmp_path}/jupyterhub.pid names process {ended.pid}, which has ended "
+        "(stale pid file)"
+    )
+    assert row.fix == doctor.HUB_STALE_FIX
+
+
+def test_hub_stale_pid_file_naming_another_program(tmp_path: Path) -> None:
+    _pid_file(tmp_path, str(os.getpid()))  # pytest: alive, but no jupyterhub
+    row = _by_name(_checks(tmp_path), "Hub")
+    assert row.status == "WARN"
+    assert f"names process {os.getpid()}, which is now `" in row.detail
+    assert row.detail.endswith("not jupyterhub (stale pid file)")
+    assert row.fix == doctor.HUB_STALE_FIX
+
+
+def test_hub_pid_file_with_garbage(tmp_path: Path) -> None:
+    _pid_file(tmp_path, "<html>")
+    row = _by_name(_checks(tmp_path), "Hub")
+    assert (
+        row.detail == f"{tmp_path}/jupyterhub.pid holds '<html>', not a process id (stale pid file)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ip", "expected"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8000/hub/api/"),
+        ("0.0.0.0", "http://127.0.0.1:8000/hub/api/"),
+        ("::", "http://[::1]:8000/hub/api/"),
+        ("10.1.2.3", "http://127.0.0.1:8081/hub/api/"),  # never off this node: the hub API port
+    ],
+)
+def test_hub_is_asked_on_loopback_only(ip: str, expected: str) -> None:
+    assert hub_state.probe_url(ip, 8000, "http", 8081) == expected
+
+
+def test_a_url_off_loopback_is_never_asked() -> None:
+    assert hub_state.answers("http://192.0.2.1:8000/hub/api/") == (
+        False,
+        "http://192.0.2.1:8000/hub/api/ is not a loopback address; not asked",
+    )
+
+
+def test_cli_doctor_asks_the_configs_hub(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fake_hub: subprocess.Popen[bytes]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    _pid_file(data, str(fake_hub.pid))
+    port = _free_port()
+    config = tmp_path / "mlrp.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "hub": {"data_dir": str(data), "port": port, "proxy_command": ["/bin/true"]},
+                "accounts": {"mode": "single-user"},
+                "profiles": [{"slug": "cpu", "name": "CPU"}],
+            }
+        )
+    )
+    code = cli.main(["doctor", "--config", str(config)])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    row = _row(output, "Hub")
+    assert f"running (pid {fake_hub.pid}); http://127.0.0.1:{port}/hub/api/ does not answer" in row
+    assert not (data / "mlrp.sqlite").exists()  # doctor only looks
+
+
+# --- GPU leases held now -----------------------------------------------------------------------
+
+
+def _leases(tmp_path: Path) -> SQLRecords:
+    records = SQLRecords.from_url(sqlite_url(tmp_path))
+    assert records.lease_gpus("alice/", "node1", ["0", "1", "2"], 1) == ["0"]
+    assert records.lease_gpus("bob/lab", "node1", ["0", "1", "2"], 1) == ["1"]
+    assert records.lease_gpus(held_owner("mlrp-carol"), "node1", ["0", "1", "2"], 1) == ["2"]
+    assert records.lease_gpus("dave/", "node2", ["0"], 1) == ["0"]  # another node's
+    return records
+
+
+def test_no_database_means_no_leases_and_none_is_made(tmp_path: Path) -> None:
+    row = _by_name(_checks(tmp_path), "GPU leases")
+    assert (row.status, row.detail) == (
+        "OK",
+        "no MLRP database yet (the hub has not run with this data_dir)",
+    )
+    assert not (tmp_path / "mlrp.sqlite").exists()
+
+
+def test_leases_of_this_node_are_listed_and_a_hold_warns(tmp_path: Path) -> None:
+    _leases(tmp_path)
+    row = _by_name(_checks(tmp_path, node="node1"), "GPU leases")
+    assert row.status == "WARN"
+    lines = row.detail.splitlines()
+    assert lines[0] == "3 GPUs leased, 1 of them held for a stopped server's leftovers"
+    assert re.fullmatch(r"GPU 0: alice, since \d{4}-\d\d-\d\d \d\d:\d\d UTC", lines[1])
+    assert lines[2].startswith("GPU 1: bob/lab, since ")
+    assert lines[3].startswith("GPU 2: held: leftovers of mlrp-carol, since ")
+    assert lines[3].endswith("; its processes have ended (freed at the hub's next spawn)")
+    assert "dave" not in row.detail
+    assert row.fix == doctor.HELD_FIX
+
+
+def test_leases_without_holds_are_ok(tmp_path: Path) -> None:
+    records = SQLRecords.from_url(sqlite_url(tmp_path))
+    records.lease_gpus("alice/", "node1", ["0"], 1)
+    row = _by_name(_checks(tmp_path, node="node1"), "GPU leases")
+    assert row.status == "OK"
+    assert row.detail.splitlines()[0] == "1 GPU leased"
+    assert _by_name(_checks(tmp_path, node="elsewhere"), "GPU leases").detail == "none held"
+
+
+def test_a_hold_names_the_processes_still_in_its_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found as Platform.sweep_held finds them: the stopped server's cgroup lists them."""
+    _leases(tmp_path)
+    root = _tree(_v1, tmp_path, monkeypatch)
+    group = ServerCgroup.create("mlrp-carol", Limits(cpus=1, memory_bytes=None), root=root)
+    assert group is not None
+    group.join(os.getpid())  # alive: a process that survived SIGKILL
+    row = _by_name(_checks(tmp_path, node="node1", cgroup_root=root), "GPU leases")
+    carol = next(line for line in row.detail.splitlines() if "mlrp-carol" in line)
+    assert carol.endswith(f"; processes {os.getpid()} still there")
+    assert doctor.held_processes("mlrp-carol", root, probe_kill(root)) == [os.getpid()]
+
+
+def test_unreadable_leases_say_so(tmp_path: Path) -> None:
+    (tmp_path / "mlrp.sqlite").write_text("not a database")
+    row = _by_name(_checks(tmp_path), "GPU leases")
+    assert row.status == "WARN"
+    assert row.detail.startswith("cannot read the leases: ")
+    assert row.fix == doctor.LEASES_UNREADABLE_FIX
