@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from hub.hub_state import hub_process
+
 TOKEN_FILE = "mlrp-cli.token"
 SERVICE = "mlrp-cli"
 SCOPES = [
@@ -50,15 +52,6 @@ def ensure_token(data_dir: Path) -> str:
     return token
 
 
-def _hub_pid_alive(data_dir: Path) -> bool:
-    try:
-        pid = int((data_dir / "jupyterhub.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return False
-    return b"jupyterhub" in cmdline
-
-
 class HubClient:
     def __init__(self, api_url: str, token: str) -> None:
         self.api_url = api_url
@@ -80,7 +73,7 @@ def connect(data_dir: Path, hub_port: int) -> HubClient | None:
     try:
         requests.get(api_url + "/", timeout=10)
     except requests.ConnectionError:
-        if _hub_pid_alive(data_dir):
+        if hub_process(data_dir).pid is not None:
             raise HubError(
                 f"The hub is running (pid file {data_dir / 'jupyterhub.pid'}) but does not "
                 f"answer at {api_url}. Wait until it has started, then run this again."
