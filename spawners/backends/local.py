@@ -283,6 +283,8 @@ class LocalBackend(PlacementBackend):
         self.pinned = placer.place(self.owner, request.profile.cpus)
         if self.pinned is not None:
             steps.append(preexec_pin(self.pinned.cpus))
+            cpus = ",".join(map(str, self.pinned.cpus))
+            self.spawner.log.info("Server %s runs on CPU(s) %s", self.owner, cpus)
 
         port = random_port()
         sp = self.spawner
