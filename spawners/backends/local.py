@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import math
 import os
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, Int, List, Unicode
 
 from spawners.accounts import Account, AccountError, current_account, ensure_account, server_tag
+from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
 from spawners.backends.base import Capacity, Emit, PlacementBackend
 from spawners.cgroups import Limits, ServerCgroup
 from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
@@ -139,7 +139,8 @@ class _RunQueue:
             os.close(self._fd)
 
 
-# Read by OpenMP (and so PyTorch), MKL, OpenBLAS, NumExpr, Apple Accelerate and Rust's rayon.
+# Read by OpenMP (and so PyTorch), MKL, OpenBLAS, NumExpr, Apple Accelerate and Rust's rayon;
+# Python 3.13+ reads PYTHON_CPU_COUNT for os.cpu_count() (and multiprocessing's pool sizes).
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
@@ -147,17 +148,37 @@ THREAD_VARIABLES = (
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
     "RAYON_NUM_THREADS",
+    "PYTHON_CPU_COUNT",
+)
+# jupyter-resource-usage (in the default image) shows CPU use only when asked. Its CPU warning
+# compares a percentage (100 per busy CPU) with CPU_LIMIT, a CPU count, so it would flash red
+# at 1 % of one CPU: it is turned off, and the bar still shows use against the limit.
+DISPLAY_ARGS = (
+    "--ResourceUseDisplay.track_cpu_percent=True",
+    "--ResourceUseDisplay.cpu_warning_threshold=0",
 )
 
 
-def thread_env(cpus: float | None) -> dict[str, str]:
+def thread_env(cpus: float | None, node_cpus: int) -> dict[str, str]:
     """Thread counts for numerical libraries from the profile's CPU limit: by default they start
     one thread per host core, and on a shared 64-core node a 2-CPU server would then run 64
-    threads in 2 CPUs' time. No limit: the libraries' own defaults."""
-    if cpus is None:
+    threads in 2 CPUs' time. Capped at the node's CPUs. No limit: the libraries' defaults."""
+    count = thread_count(cpus, node_cpus)
+    if count is None:
         return {}
-    count = str(max(1, math.ceil(cpus)))
-    return dict.fromkeys(THREAD_VARIABLES, count)
+    return dict.fromkeys(THREAD_VARIABLES, str(count))
+
+
+def display_env(cpus: float | None, memory_bytes: int | None) -> dict[str, str]:
+    """The limits JupyterLab's resource display (jupyter-resource-usage) shows: MEM_LIMIT in
+    bytes and CPU_LIMIT in CPUs, the variables JupyterHub's own spawners set. Unset: no limit
+    (the display then shows use alone)."""
+    env = {}
+    if memory_bytes is not None:
+        env["MEM_LIMIT"] = str(memory_bytes)
+    if cpus is not None:
+        env["CPU_LIMIT"] = repr(float(cpus))
+    return env
 
 
 def _tail(path: Path) -> str:
@@ -184,6 +205,7 @@ class LocalBackend(PlacementBackend):
         self.tmp: PrivateTmp | None = None
         self.port_fd = -1  # the hub's duplicate of the server's listening socket (custody)
         self.watcher: ExitWatcher | None = None
+        self.pinned: Placement | None = None  # the CPUs the server runs on (spawners.affinity)
         self._teardown: asyncio.Future[None] | None = None
 
     # -- capacity & fail-fast ----------------------------------------------------------------
@@ -257,13 +279,20 @@ class LocalBackend(PlacementBackend):
         steps = [self.cgroup.preexec_join()] if self.cgroup else []
         if p.private_mounts:
             steps.append(self.tmp.preexec_mounts())
+        placer = placer_for(p)
+        self.pinned = placer.place(self.owner, request.profile.cpus)
+        if self.pinned is not None:
+            steps.append(preexec_pin(self.pinned.cpus))
+            cpus = ",".join(map(str, self.pinned.cpus))
+            self.spawner.log.info("Server %s runs on CPU(s) %s", self.owner, cpus)
 
         port = random_port()
         sp = self.spawner
         sp.port = port
         env = sp.get_env()
         env.update(self._gpu_env())
-        env.update(thread_env(request.profile.cpus))
+        env.update(thread_env(request.profile.cpus, len(placer.node)))
+        env.update(display_env(request.profile.cpus, memory))
         env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
         env.setdefault("SHELL", "/bin/bash")
         if not p.private_mounts:
@@ -275,7 +304,7 @@ class LocalBackend(PlacementBackend):
             orm_spawner=sp.orm_spawner,  # for .name and log names only
             unix_name=self.unix_name,
             launch_env=env,
-            launch_args=sp.get_args() + self._idle_args(request),
+            launch_args=[*sp.get_args(), *self._idle_args(request), *DISPLAY_ARGS],
             cmd=[str(Path(request.profile.image_env) / "bin" / "jupyterhub-singleuser")],
             root_steps=steps,
             umask=p.umask,
@@ -444,6 +473,8 @@ class LocalBackend(PlacementBackend):
             self.watcher.close()
         left = await self._end_processes()
         p, log = self.platform, self.spawner.log
+        # Leftovers stuck in the kernel use no CPU: the CPUs go back either way.
+        self._unpin()
         if left:
             held = p.allocator.hold(self.owner, held_owner(self.tag)) if self.leased else []
             log.error(
@@ -472,6 +503,11 @@ class LocalBackend(PlacementBackend):
         if self.tmp is not None:
             await asyncio.to_thread(self.tmp.remove)  # off the event loop: it can be large
             self.tmp = None
+
+    def _unpin(self) -> None:
+        if self.pinned is not None:
+            placer_for(self.platform).release(self.owner, self.pinned)
+            self.pinned = None
 
     async def _end_processes(self) -> list[int]:
         """SIGKILL, through the cgroup, whatever of the server is still running; return the
@@ -518,6 +554,7 @@ class LocalBackend(PlacementBackend):
             else None,
             "tag": self.tag,
             "uid": self.uid,
+            "affinity": self.pinned.as_state() if self.pinned else None,
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -527,6 +564,9 @@ class LocalBackend(PlacementBackend):
         self.tag = state.get("tag", "")
         if self.tag:  # only removed after a restart: ids and size no longer matter
             self.tmp = PrivateTmp(self.platform.tmp_root, self.tag, -1, -1, None)
+        self.pinned = Placement.from_state(state.get("affinity"))
+        if self.pinned is not None:
+            placer_for(self.platform).adopt(self.owner, self.pinned)
         saved_cgroup = state.get("cgroup")
         if saved_cgroup:
             name, kind, paths = saved_cgroup

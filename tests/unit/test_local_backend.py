@@ -21,8 +21,9 @@ from fake_server import ask, make_image
 from fakes import MemoryRecords, make_spawner
 from harness import REPO
 
-from spawners import cgroups
+from spawners import affinity, cgroups
 from spawners.accounts import current_account, server_tag
+from spawners.affinity import CpuPlacer, Placement, placer_for, thread_count
 from spawners.spawner import MLRPSpawner
 
 pytestmark = pytest.mark.unit
@@ -330,3 +331,153 @@ async def test_a_stop_releases_gpus_only_after_the_group_is_empty(
     assert [v for path, v in fake_os().writes if path.name == "cgroup.kill"] == ["1"]
     assert "Released GPU(s) 0,1 of alice/: none of its server's processes is left" in caplog.text
     assert not group.exists()
+
+
+# --- the session's own view of its limits: CPU affinity, thread counts, resource display -----
+
+NODE = tuple(sorted(os.sched_getaffinity(0)))
+needs_two_cpus = pytest.mark.skipif(
+    len(NODE) < 2, reason="pinning is only observable where this process may use 2+ CPUs"
+)
+
+
+def with_limits(sp: MLRPSpawner, cpus: float | None, memory: int | None = None) -> MLRPSpawner:
+    sp.profiles = [dict(p, cpus=cpus, memory_bytes=memory) for p in sp.profiles]
+    return sp
+
+
+def affinity_of(sp: MLRPSpawner) -> set[int]:
+    return set(os.sched_getaffinity(sp.backend.child.pid))  # type: ignore[union-attr]
+
+
+def test_placer_spreads_one_cpu_servers_over_the_node_least_used_first() -> None:
+    placer = CpuPlacer(node=tuple(range(8)))
+    placed = [placer.place(f"u{i}/", 1) for i in range(8)]
+    assert [p.cpus for p in placed if p] == [(i,) for i in range(8)], "one server per CPU"
+    ninth = placer.place("u8/", 1)
+    assert ninth is not None and ninth.cpus == (0,), "all used once: the lowest CPU again"
+
+
+def test_placer_counts_shares_and_places_wide_servers_on_the_least_used_cpus() -> None:
+    placer = CpuPlacer(node=tuple(range(8)))
+    for i in range(3):
+        placer.place(f"u{i}/", 1)
+    wide = placer.place("wide/", 1.5)
+    assert wide == Placement((3, 4), 0.75), "ceil(1.5) = 2 CPUs, each counted 0.75"
+    half = placer.place("half/", 0.5)
+    assert half == Placement((5,), 0.5)
+    assert placer.place("half2/", 0.5) == Placement((6,), 0.5), "a half-used CPU is not free"
+    assert placer.load()[3] == placer.load()[4] == 0.75
+
+
+def test_placer_forgets_a_released_server_but_not_a_newer_start_of_it() -> None:
+    placer = CpuPlacer(node=(0, 1, 2, 3))
+    old = placer.place("alice/", 2)
+    assert old == Placement((0, 1), 1.0)
+    placer.release("alice/", old)
+    assert placer.held() == {} and set(placer.load().values()) == {0.0}
+    first = placer.place("alice/", 1)
+    again = placer.place("alice/", 1)  # the same server started again
+    assert first is not None and again is not None
+    placer.release("alice/", first)  # the teardown of the earlier start, late
+    assert placer.held() == {"alice/": again}, "the newer start keeps its CPU"
+
+
+@pytest.mark.parametrize(("cpus", "pinned"), [(None, None), (4, None), (3.5, None), (64, None)])
+def test_a_profile_as_big_as_the_node_is_not_pinned(cpus: float | None, pinned: None) -> None:
+    placer = CpuPlacer(node=(0, 1, 2, 3))
+    assert placer.place("alice/", cpus) is pinned
+    assert placer.held() == {}
+    assert placer.place("bob/", 3) == Placement((0, 1, 2), 1.0), "3 of 4 CPUs is pinned"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "threads"), [(None, None), (0.25, 1), (1, 1), (1.5, 2), (4, 4), (64, 4)]
+)
+def test_thread_count_is_the_limit_rounded_up_and_never_beyond_the_node(
+    cpus: float | None, threads: int | None
+) -> None:
+    assert thread_count(cpus, 4) == threads
+
+
+@pytest.mark.parametrize(
+    "saved",
+    [None, [], {"cpus": []}, {"cpus": ["0"], "share": 1}, {"cpus": [0], "share": 0}, {"cpus": [0]}],
+)
+def test_a_saved_placement_that_is_not_one_is_ignored(saved: Any) -> None:
+    assert Placement.from_state(saved) is None
+    assert Placement.from_state({"cpus": [2, 3], "share": 0.5}) == Placement((2, 3), 0.5)
+
+
+@needs_two_cpus
+async def test_one_cpu_servers_run_on_different_cpus_and_give_them_back(
+    spawners: MakeSpawner,
+) -> None:
+    alice = with_limits(spawners("alice"), 1)
+    bob = with_limits(spawners("bob", server="b"), 1)  # see the restart test below
+    env = ask(await start(alice, profile="cpu"), "/env")
+    await start(bob, profile="cpu")
+    assert affinity_of(alice) == {NODE[0]} and affinity_of(bob) == {NODE[1]}
+    assert env["OMP_NUM_THREADS"] == env["PYTHON_CPU_COUNT"] == "1"
+    placer = placer_for(alice.platform)
+    assert set(placer.held()) == {"alice/", "bob/b"}
+
+    await alice.stop()
+    assert set(placer.held()) == {"bob/b"}, "a stopped server's CPU is forgotten"
+    assert placer.load()[NODE[0]] == 0
+    await bob.stop()
+    assert placer.held() == {}
+
+
+@needs_two_cpus
+async def test_a_restarted_hub_remembers_which_cpus_running_servers_use(
+    spawners: MakeSpawner,
+) -> None:
+    alice = with_limits(spawners("alice"), 1)
+    await start(alice, profile="cpu")
+    saved = alice.get_state()
+    affinity._placers.clear()  # the hub restarts: its memory of placements is gone
+
+    again = with_limits(spawners("alice"), 1)
+    again.load_state(saved)
+    # A named server: in developer mode every user is one account, so default servers share
+    # their temp directory's name.
+    bob = with_limits(spawners("bob", server="b"), 1)
+    await start(bob, profile="cpu")
+    assert affinity_of(bob) == {NODE[1]}, "not on alice's CPU"
+    await again.stop()
+    assert set(placer_for(bob.platform).held()) == {"bob/b"}
+    await bob.stop()
+
+
+@pytest.mark.parametrize("extra", [0, 62])
+async def test_a_server_with_a_profile_as_big_as_the_node_sees_every_cpu(
+    spawners: MakeSpawner, extra: int
+) -> None:
+    sp = with_limits(spawners(), len(NODE) + extra)
+    env = ask(await start(sp, profile="cpu"), "/env")
+    assert affinity_of(sp) == set(NODE)
+    assert env["OMP_NUM_THREADS"] == str(len(NODE)), "capped at what the node has"
+    assert placer_for(sp.platform).held() == {}
+    await sp.stop()
+
+
+async def test_the_resource_display_gets_the_profiles_limits(spawners: MakeSpawner) -> None:
+    sp = with_limits(spawners(), 1.5, 512 * 2**20)
+    url = await start(sp, profile="cpu")
+    env = ask(url, "/env")
+    assert env["MEM_LIMIT"] == str(512 * 2**20), "bytes, as jupyter-resource-usage reads it"
+    assert float(env["CPU_LIMIT"]) == 1.5
+    argv = ask(url, "/argv")
+    assert "--ResourceUseDisplay.track_cpu_percent=True" in argv
+    assert "--ResourceUseDisplay.cpu_warning_threshold=0" in argv
+    await sp.stop()
+
+
+async def test_no_limit_shows_no_limit(spawners: MakeSpawner) -> None:
+    sp = with_limits(spawners(), None, None)
+    env = ask(await start(sp, profile="cpu"), "/env")
+    for name in ("MEM_LIMIT", "CPU_LIMIT", "OMP_NUM_THREADS", "PYTHON_CPU_COUNT"):
+        assert name not in env, name
+    assert affinity_of(sp) == set(NODE)
+    await sp.stop()
