@@ -68,8 +68,9 @@ def blocked_by(profile: Profile, cap: Capacity) -> Blocked | None:
     later = "Try again later or pick another profile"
     if cap.gpus_free == 0:
         return Blocked(f"All {cap.gpus_total} GPUs on this server are in use", later)
+    verb = "is" if cap.gpus_free == 1 else "are"
     return Blocked(
-        f"This profile needs {need} GPUs and only {cap.gpus_free} of {cap.gpus_total} are free",
+        f"This profile needs {need} GPUs and only {cap.gpus_free} of {cap.gpus_total} {verb} free",
         later,
     )
 

@@ -209,7 +209,7 @@ def test_profile_without_enough_free_gpus_is_disabled_with_a_legible_reason(
             assert page.is_disabled("#profile-pair") and not page.is_checked("#profile-pair")
             reason = page.inner_text("#reason-pair")
             assert reason == (
-                "This profile needs 2 GPUs and only 1 of 2 are free. "
+                "This profile needs 2 GPUs and only 1 of 2 is free. "
                 "Try again later or pick another profile."
             )
             assert page.get_attribute("#profile-pair", "aria-describedby") == "reason-pair"

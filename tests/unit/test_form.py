@@ -114,7 +114,7 @@ def test_profile_that_does_not_fit_is_disabled_with_its_reason() -> None:
     reason = re.search(r'<div class="([^"]*)"\s+id="reason-multi">([^<]*)</div>', html)
     assert reason is not None
     assert reason.group(2) == (
-        "This profile needs 2 GPUs and only 1 of 4 are free. "
+        "This profile needs 2 GPUs and only 1 of 4 is free. "
         "Try again later or pick another profile."
     )
     # Bootstrap's text-warning is yellow on white (1.6:1): the emphasis/subtle pair instead.
