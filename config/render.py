@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from markupsafe import escape
+
 from config.schema import ConfigError, MLRPConfig, ProfileSection
 from hub import hub_client
 from hub.tls import self_signed_paths
@@ -60,6 +62,13 @@ def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
     }
 
 
+def announcement_vars(text: str) -> dict[str, str]:
+    """JupyterHub's template variables for hub.announcement, shown on every hub page (login,
+    home, spawn…). Its page.html inserts `announcement` unescaped (`| safe`, it expects HTML),
+    so the plain text is escaped here: `<b>` shows as `<b>`, whatever template renders it."""
+    return {"announcement": str(escape(text))}
+
+
 def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     """Fill the traitlets config object `c` of jupyterhub_config.py."""
     from hub.auth import NativeAuthenticator
@@ -95,6 +104,8 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     c.JupyterHub.template_paths = [
         str(Path(__file__).resolve().parent.parent / "hub" / "templates")
     ]
+    if h.announcement:
+        c.JupyterHub.template_vars = announcement_vars(h.announcement)
     c.Authenticator.admin_users = set(cfg.login.admin_users)
     c.JupyterHub.load_groups = {g: {"users": list(m)} for g, m in cfg.groups.items()}
 

@@ -11,6 +11,7 @@ pydantic runs only on valid sections (the cross-references below) still speak.
 from __future__ import annotations
 
 import sys
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +34,7 @@ DEFAULT_MAX_PROCESSES = 4096
 SLUG_RE = r"^[a-z0-9][a-z0-9-]{0,39}$"
 GROUP_RE = r"^[a-z0-9][a-z0-9_-]{0,39}$"
 USER_RE = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MAX_ANNOUNCEMENT = 500  # characters of hub.announcement
 
 # Defaults follow where this MLRP is installed (hub/bootstrap.sh: $MLRP_PREFIX/venv and
 # $MLRP_PREFIX/node), not a fixed /opt/mlrp: the environment the hub runs from is also the
@@ -164,6 +166,34 @@ class HubSection(_Strict):
         description="A TLS-terminating proxy (nginx, Caddy…) is in front: plain HTTP beyond "
         "loopback is then allowed, as the proxy is what browsers reach.",
     )
+    announcement: str = Field(
+        "",
+        description="One line of plain text shown on the login, home and spawn pages (e.g. a "
+        f"maintenance window), at most {MAX_ANNOUNCEMENT} characters; HTML is shown as text.",
+    )
+
+    @field_validator("announcement", mode="before")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        if v is None:  # `announcement:` with nothing after it
+            return ""
+        if not isinstance(v, str):
+            example = '"Maintenance Saturday 9-12"'
+            raise ValueError(f"must be text, in quotes if in doubt, such as {example}; got {v}")
+        return v
+
+    @field_validator("announcement")
+    @classmethod
+    def _one_short_line(cls, v: str) -> str:
+        v = v.strip()
+        if any(unicodedata.category(ch) == "Cc" for ch in v):
+            raise ValueError("must be one line of plain text, without line breaks or tabs")
+        if len(v) > MAX_ANNOUNCEMENT:
+            raise ValueError(
+                f"is {len(v)} characters long; keep it to {MAX_ANNOUNCEMENT} or fewer, as it "
+                "is shown as one line on every page"
+            )
+        return v
 
     @model_validator(mode="after")
     def _no_passwords_in_clear(self) -> HubSection:

@@ -1,14 +1,18 @@
 """Renders the spawn form from the caller's visible profiles, live GPU capacity and their last
-failure. Wired in by config/render.py as MLRPSpawner.form_renderer."""
+failure. Wired in by config/render.py as MLRPSpawner.form_renderer.
+
+A profile that cannot start with the GPUs free now is shown disabled, with the reason beside it;
+the server still refuses such a start (MLRPSpawner.options_from_form), as the form may be old."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from spawners.backends.base import Capacity
 from spawners.profiles import Profile
 
 if TYPE_CHECKING:
@@ -21,12 +25,76 @@ _env = Environment(
 
 
 @dataclass(frozen=True)
+class Blocked:
+    """Why a profile cannot start now: `cause` ("All 4 GPUs on this server are in use") and
+    what the person can do about it."""
+
+    cause: str
+    advice: str
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.cause}. {self.advice}."
+
+
+@dataclass(frozen=True)
+class Choice:
+    gpus: int
+    fits: bool  # that many GPUs are free now
+    selected: bool
+
+
+@dataclass(frozen=True)
 class Row:
     profile: Profile
     gpus_label: str
     memory: str
     idle: str
-    unavailable: str
+    blocked: Blocked | None
+    choices: tuple[Choice, ...]
+    checked: bool = False
+
+
+def blocked_by(profile: Profile, cap: Capacity) -> Blocked | None:
+    """None if `profile` can start with what is free now, else why not."""
+    need = min(profile.gpu_choices)
+    if need <= cap.gpus_free:
+        return None
+    if need > cap.gpus_total:
+        return Blocked(
+            f"This profile needs {need} GPU(s) and this server has {cap.gpus_total}",
+            "Pick another profile, or ask your administrator",
+        )
+    later = "Try again later or pick another profile"
+    if cap.gpus_free == 0:
+        return Blocked(f"All {cap.gpus_total} GPUs on this server are in use", later)
+    verb = "is" if cap.gpus_free == 1 else "are"
+    return Blocked(
+        f"This profile needs {need} GPUs and only {cap.gpus_free} of {cap.gpus_total} {verb} free",
+        later,
+    )
+
+
+def gpu_choices(profile: Profile, free: int) -> tuple[Choice, ...]:
+    """The profile's GPU counts, those that do not fit now marked; the default stays selected
+    if it fits, else the largest count that does."""
+    fitting = [n for n in profile.gpu_choices if n <= free]
+    pick = profile.default_gpus if profile.default_gpus in fitting or not fitting else max(fitting)
+    return tuple(Choice(n, n <= free, n == pick) for n in profile.gpu_choices)
+
+
+def cannot_start(rows: list[Row]) -> str:
+    """What the Start button says when no profile can start; "" when one can."""
+    if not rows:
+        return "No profile is available to you"
+    blocked = [row.blocked for row in rows if row.blocked is not None]
+    if len(blocked) < len(rows):
+        return ""
+    causes = {b.cause for b in blocked}
+    if len(causes) == 1:
+        cause = causes.pop()
+        return f"Cannot start now: {cause[0].lower()}{cause[1:]}"
+    return "Cannot start now: no profile has the GPUs it needs free"
 
 
 def human_bytes(n: int | None) -> str:
@@ -58,22 +126,22 @@ def render_form(spawner: MLRPSpawner) -> str:
         cap = spawner.capacity(p)
         total, free = cap.gpus_total, cap.gpus_free
         enforced, note = cap.limits_enforced, cap.limits_note
-        unavailable = ""
-        if p.max_gpus and min(c for c in p.gpu_choices) > cap.gpus_free:
-            unavailable = (
-                f"Not enough free GPUs right now ({cap.gpus_free} of {cap.gpus_total} free)."
-            )
         rows.append(
             Row(
                 profile=p,
                 gpus_label=" or ".join(str(c) for c in p.gpu_choices),
                 memory=human_bytes(p.memory_bytes),
                 idle=human_seconds(p.idle_timeout),
-                unavailable=unavailable,
+                blocked=blocked_by(p, cap),
+                choices=gpu_choices(p, cap.gpus_free),
             )
         )
+    first = next((i for i, row in enumerate(rows) if row.blocked is None), None)
+    if first is not None:
+        rows[first] = replace(rows[first], checked=True)
     return _env.get_template("spawn_form.html").render(
         rows=rows,
+        cannot_start=cannot_start(rows),
         failure=spawner.last_failure(),
         gpus_total=total,
         gpus_free=free,

@@ -21,7 +21,7 @@ from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default
 from traitlets import validate as validate_trait
 
 from spawners.backends import BACKENDS, Capacity, PlacementBackend
-from spawners.errors import PlacementError
+from spawners.errors import PlacementError, log_refusal
 from spawners.isolation import parse_umask
 from spawners.platform import Platform, platform_for
 from spawners.profiles import OptionsError, Profile, SpawnRequest, form_to_options, parse_request
@@ -191,12 +191,17 @@ class MLRPSpawner(Spawner):
 
     def options_from_form(self, formdata: dict[str, list[str]]) -> dict[str, Any]:
         try:
-            visible = self.visible_profiles()
-            options = form_to_options(formdata, [p.slug for p in visible])
-            request = parse_request(options, visible)
-        except OptionsError as e:
-            raise PlacementError(str(e), reason="bad-options") from None
-        self._backend_class(request.profile).precheck(self.platform, request)
+            try:
+                visible = self.visible_profiles()
+                options = form_to_options(formdata, [p.slug for p in visible])
+                request = parse_request(options, visible)
+            except OptionsError as e:
+                raise PlacementError(str(e), reason="bad-options") from None
+            self._backend_class(request.profile).precheck(self.platform, request)
+        except PlacementError as e:
+            if e.expected:
+                log_refusal(self.log, self._log_name, e)
+            raise
         return request.as_user_options()
 
     @default("apply_user_options")
@@ -279,7 +284,9 @@ class MLRPSpawner(Spawner):
             self._background(self._cleanup_failed())
             raise
         except PlacementError as e:
-            if e.detail:
+            if e.expected:
+                log_refusal(self.log, self._log_name, e)
+            elif e.detail:
                 self.log.error(
                     "Start of %s failed (%s): %s", self._log_name, e.failure_reason, e.detail
                 )

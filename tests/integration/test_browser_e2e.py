@@ -270,6 +270,9 @@ def test_gpus_run_out_and_a_stopped_server_frees_its_gpu(hub: Hub, browser: Brow
         assert form_profiles(erin.page) == ["cpu", "gpu1"]
         assert "0 free of 4" in form_text(erin.page)
         assert erin.page.locator("#profile-gpu1").get_attribute("data-unavailable") == "1"
+        assert erin.page.is_disabled("#profile-gpu1"), "no free GPU: the profile cannot be picked"
+        # As from a form loaded before the GPUs ran out: the hub refuses the start all the same.
+        erin.page.evaluate("document.getElementById('profile-gpu1').disabled = false")
         erin.page.get_by_label(GPU_PROFILE).check()
         with erin.page.expect_response(
             lambda r: r.request.method == "POST" and "/hub/spawn" in r.url
@@ -297,6 +300,7 @@ def test_gpus_run_out_and_a_stopped_server_frees_its_gpu(hub: Hub, browser: Brow
         erin.page.goto(f"{hub.url}/hub/spawn")
         assert "1 free of 4" in form_text(erin.page)
         assert erin.page.locator("#profile-gpu1").get_attribute("data-unavailable") is None
+        assert erin.page.is_enabled("#profile-gpu1")
         choose_and_start(erin.page, GPU_PROFILE)
         wait_for_lab(erin)
         assert hub.leases()[alice_gpu] == "erin/"

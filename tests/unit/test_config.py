@@ -587,3 +587,66 @@ def test_the_example_is_package_data() -> None:
     patterns = project["tool"]["setuptools"]["package-data"]["config"]
     assert any(EXAMPLE.relative_to(REPO / "config").match(p) for p in patterns), patterns
     assert example_text() == EXAMPLE.read_text()
+
+
+# --- hub.announcement --------------------------------------------------------------------------
+
+ANNOUNCEMENT_FILES = {
+    "announcement_not_text.yaml": [
+        'hub.announcement: must be text, in quotes if in doubt, such as "Maintenance Saturday '
+        '9-12"; got 2024-06-01'
+    ],
+    "announcement_too_long.yaml": [
+        "hub.announcement: is 539 characters long; keep it to 500 or fewer"
+    ],
+    "announcement_two_lines.yaml": [
+        "hub.announcement: must be one line of plain text, without line breaks or tabs"
+    ],
+}
+EXPECTED.update(ANNOUNCEMENT_FILES)  # test_every_bad_config_file_has_an_expectation reads it
+
+
+@pytest.mark.parametrize("name", sorted(ANNOUNCEMENT_FILES))
+def test_bad_announcement_is_refused_by_config_check(name: str) -> None:
+    test_bad_config_is_refused_with_a_message_naming_the_key(name)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (5, "hub.announcement: must be text"),
+        (["Maintenance"], "hub.announcement: must be text"),
+        (True, "hub.announcement: "),
+        ("x" * 501, "hub.announcement: is 501 characters long"),
+        ("Maintenance\tSaturday", "hub.announcement: must be one line"),
+    ],
+)
+def test_bad_announcement_values(value: Any, expected: str) -> None:
+    problems = problems_of({"hub": {"announcement": value}, "profiles": [cpu()]})
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_announcement_is_trimmed_and_optional() -> None:
+    assert parse({"profiles": [cpu()]}).hub.announcement == ""
+    assert parse({"hub": {"announcement": None}, "profiles": [cpu()]}).hub.announcement == ""
+    text = "x" * 500
+    assert parse({"hub": {"announcement": f" {text}\n"}, "profiles": [cpu()]}).hub.announcement == (
+        text
+    )
+
+
+def test_announcement_reaches_jupyterhub_escaped() -> None:
+    """JupyterHub's page.html inserts `announcement` with `| safe`: ours arrives escaped."""
+    from traitlets.config import Config
+
+    from config.render import configure
+
+    hostile = 'Maintenance <script>alert("x")</script> & more'
+    c = Config()
+    configure(c, parse({"hub": {"announcement": hostile}, "profiles": [cpu()]}), records=None)
+    assert c.JupyterHub.template_vars == {
+        "announcement": "Maintenance &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; more"
+    }
+    quiet = Config()
+    configure(quiet, parse({"profiles": [cpu()]}), records=None)
+    assert "template_vars" not in quiet.JupyterHub

@@ -93,22 +93,75 @@ def test_free_and_total_gpus() -> None:
     assert "GPUs on this server: 3 free of 4." in html
     assert "GPUs: 1 (3 free now)" in html
     assert "No GPU" in html
-    assert "Not enough free GPUs" not in html
+    assert "reason-" not in html and " disabled" not in html
 
 
 def test_gpu_choices_become_a_select_with_the_default() -> None:
-    html = render(FakeSpawner([MULTI]))
+    html = render(FakeSpawner([MULTI], cap=Capacity(4, 4, True, "")))
     select = re.search(r'<select name="gpus-multi".*?</select>', html, re.S)
     assert select is not None
     assert re.findall(r'<option value="(\d+)"', select.group(0)) == ["2", "4"]
-    assert re.search(r'<option value="4"\s+selected>', select.group(0))
+    assert re.search(r'<option value="4"\s+selected\s*>', select.group(0))
     assert "gpus-" not in render(FakeSpawner([GPU1]))  # one choice: nothing to pick
 
 
-def test_profile_that_does_not_fit_is_marked() -> None:
+def test_profile_that_does_not_fit_is_disabled_with_its_reason() -> None:
     html = render(FakeSpawner([CPU, MULTI], cap=Capacity(4, 1, True, "")))
-    assert "Not enough free GPUs right now (1 of 4 free)." in html
+    radio = re.search(r'<input[^>]*value="multi"[^>]*>', html, re.S)
+    assert radio is not None
+    assert " disabled " in radio.group(0) and 'aria-describedby="reason-multi"' in radio.group(0)
+    assert 'data-unavailable="1"' in radio.group(0)
+    reason = re.search(r'<div class="([^"]*)"\s+id="reason-multi">([^<]*)</div>', html)
+    assert reason is not None
+    assert reason.group(2) == (
+        "This profile needs 2 GPUs and only 1 of 4 is free. "
+        "Try again later or pick another profile."
+    )
+    # Bootstrap's text-warning is yellow on white (1.6:1): the emphasis/subtle pair instead.
+    assert "text-warning-emphasis" in reason.group(1) and "bg-warning-subtle" in reason.group(1)
     assert html.count('data-unavailable="1"') == 1
+    assert re.search(r'<select name="gpus-multi"[^>]*disabled', html)
+    assert "data-cannot-start" not in html, "the CPU profile can start"
+
+
+def test_first_profile_that_can_start_is_checked() -> None:
+    html = render(FakeSpawner([GPU1, CPU], cap=Capacity(4, 0, True, "")))
+    assert re.search(r'value="cpu"\s+id="profile-cpu"\s+checked', html)
+    assert not re.search(r'value="gpu1"\s+id="profile-gpu1"\s+checked', html)
+    assert "All 4 GPUs on this server are in use. Try again later or pick another profile." in html
+
+
+def test_when_nothing_can_start_the_button_says_why() -> None:
+    html = render(FakeSpawner([GPU1, MULTI], cap=Capacity(4, 0, True, "")))
+    assert "checked" not in html
+    assert html.count(" disabled ") >= 2
+    assert 'data-cannot-start="Cannot start now: all 4 GPUs on this server are in use"' in html
+    assert "button.textContent = why" in html
+    needs_more = render(FakeSpawner([MULTI], cap=Capacity(4, 1, True, "")))
+    assert 'data-cannot-start="Cannot start now: this profile needs 2 GPUs' in needs_more
+    nothing = render(FakeSpawner([]))
+    assert 'data-cannot-start="No profile is available to you"' in nothing
+
+
+def test_reasons_that_differ_give_a_general_button_text() -> None:
+    html = render(FakeSpawner([GPU1, MULTI], cap=Capacity(4, 0, True, "")))
+    assert "all 4 GPUs" in html  # one cause for both: said as is
+    spawner = FakeSpawner([MULTI, GPU1], cap=Capacity(1, 0, True, ""))
+    html = render(spawner)  # multi needs more than the node has, gpu1 waits for a free one
+    assert "This profile needs 2 GPU(s) and this server has 1. Pick another profile" in html
+    assert 'data-cannot-start="Cannot start now: no profile has the GPUs it needs free"' in html
+
+
+def test_gpu_counts_that_do_not_fit_are_disabled() -> None:
+    html = render(FakeSpawner([MULTI], cap=Capacity(4, 3, True, "")))
+    select = re.search(r'<select name="gpus-multi".*?</select>', html, re.S)
+    assert select is not None
+    options = re.findall(r"<option ([^>]*)>([^<]*)</option>", select.group(0))
+    assert [(" ".join(a.split()), t) for a, t in options] == [
+        ('value="2" selected', "2"),  # the default (4) does not fit: the largest that does
+        ('value="4" disabled', "4 (not free now)"),
+    ]
+    assert "disabled" not in select.group(0).split(">")[0], "the select itself stays usable"
 
 
 def test_resources_are_shown_in_units() -> None:
