@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+import time
 import types
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -234,8 +235,15 @@ class _FileBackedPynvml(_FakePynvml):
         self.path = path
 
     def nvmlInit(self) -> None:
+        while hang_path(self.path).exists():  # a driver that stopped answering
+            time.sleep(0.05)
         self.gpus = read_gpus(self.path)
         super().nvmlInit()
+
+
+def hang_path(gpus_file: Path) -> Path:
+    """While this file exists, the fake of install_for_hub hangs in nvmlInit."""
+    return gpus_file.with_name(gpus_file.name + ".hang")
 
 
 def write_gpus(path: Path, gpus: Sequence[FakeGPU]) -> None:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from fake_nvml import FakeGPU, FakeProcess, fake_pynvml
@@ -54,7 +55,7 @@ def busy_gpus() -> list[FakeGPU]:
 
 
 @pytest.fixture
-def nvml(monkeypatch: pytest.MonkeyPatch) -> object:
+def nvml(monkeypatch: pytest.MonkeyPatch) -> Any:
     fake = fake_pynvml(busy_gpus())
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     return fake
@@ -80,7 +81,7 @@ def test_rows_name_holders_profiles_and_holds() -> None:
     assert text.splitlines()[-1] == "4 of 5 GPU(s) leased"
 
 
-def test_usage_from_nvml_per_gpu(nvml: object) -> None:
+def test_usage_from_nvml_per_gpu(nvml: Any) -> None:
     usage = usage_within()
     assert usage.report.state == "ok"
     leases = [Lease("n", UUIDS[0], "alice/", T0), Lease("n", UUIDS[1], "bob/", T0)]
@@ -103,7 +104,7 @@ def test_usage_from_nvml_per_gpu(nvml: object) -> None:
     )
 
 
-def test_configured_ids_are_matched_by_device_number(nvml: object) -> None:
+def test_configured_ids_are_matched_by_device_number(nvml: Any) -> None:
     """gpus.devices [0, 1, …] are the N of /dev/nvidiaN: NVML's minor numbers, not its order."""
     gpus = [FakeGPU(UUIDS[0], minor=7, utilization=5), FakeGPU(UUIDS[1], minor=0, utilization=60)]
     sys.modules["pynvml"] = fake_pynvml(gpus)
@@ -134,7 +135,7 @@ def test_the_real_pynvml_here_reports_absent_not_an_error() -> None:
 
 
 @pytest.mark.parametrize("holder", ["alice", "alice-longer-name/experiment-2"])
-def test_text_fits_100_columns_with_uuids_holds_and_processes(nvml: object, holder: str) -> None:
+def test_text_fits_100_columns_with_uuids_holds_and_processes(nvml: Any, holder: str) -> None:
     crowded = FakeGPU(
         UUIDS[0],
         minor=0,
@@ -175,18 +176,18 @@ def test_servers_group_their_gpus() -> None:
 
 
 # -- the guard: NVML is synchronous and may hang ----------------------------------------------
-def test_nvml_is_shut_down_when_a_gpu_fails_mid_read(nvml: object) -> None:
-    nvml.fail_on["nvmlDeviceGetUUID"] = "GPU is lost"  # type: ignore[attr-defined]
+def test_nvml_is_shut_down_when_a_gpu_fails_mid_read(nvml: Any) -> None:
+    nvml.fail_on["nvmlDeviceGetUUID"] = "GPU is lost"
     report = read_usage()
     assert (report.state, report.error, report.gpus) == ("failed", "GPU is lost", ())
-    assert nvml.lifecycle == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert nvml.lifecycle == ["init", "shutdown"]
     rows = gpu_rows(["0"], [], {}, Usage(report))
     assert rows[0].utilization_text == "n/a (NVML failed)"
 
 
-def test_a_hung_nvml_costs_the_caller_the_timeout_and_one_thread(nvml: object) -> None:
+def test_a_hung_nvml_costs_the_caller_the_timeout_and_one_thread(nvml: Any) -> None:
     gate = threading.Event()
-    nvml.hang_on["nvmlDeviceGetUtilizationRates"] = gate  # type: ignore[attr-defined]
+    nvml.hang_on["nvmlDeviceGetUtilizationRates"] = gate
     try:
         started = time.monotonic()
         first = usage_within(0.2)
@@ -194,18 +195,18 @@ def test_a_hung_nvml_costs_the_caller_the_timeout_and_one_thread(nvml: object) -
         assert time.monotonic() - started < 2
         assert first.report.state == second.report.state == "hung"
         assert gpu_rows(["0"], [], {}, first)[0].utilization_text == "n/a (NVML did not answer)"
-        assert nvml.calls.count("nvmlInit") == 1  # type: ignore[attr-defined]  # joined, not restarted
+        assert nvml.calls.count("nvmlInit") == 1  # joined, not restarted
     finally:
         gate.set()
     assert usage_within(5).report.state == "ok"  # the stuck read finished; its answer is used
-    assert nvml.calls.count("nvmlInit") == 1  # type: ignore[attr-defined]
+    assert nvml.calls.count("nvmlInit") == 1
     assert usage_within(5).report.state == "ok"  # and the next call reads afresh
-    assert nvml.calls.count("nvmlInit") == 2  # type: ignore[attr-defined]
+    assert nvml.calls.count("nvmlInit") == 2
 
 
-def test_a_hung_nvml_does_not_block_the_event_loop(nvml: object) -> None:
+def test_a_hung_nvml_does_not_block_the_event_loop(nvml: Any) -> None:
     gate = threading.Event()
-    nvml.hang_on["nvmlDeviceGetCount"] = gate  # type: ignore[attr-defined]
+    nvml.hang_on["nvmlDeviceGetCount"] = gate
     ticks: list[float] = []
 
     async def ticker() -> None:

@@ -87,7 +87,7 @@ def test_with_nvml_each_gpu_shows_its_use(
     assert lines[1].endswith("0%, 0.0 / 79.6 GiB")
     assert lines[2].split()[:2] == ["1", "alice"] and lines[2].endswith("93%, 40.0 / 79.6 GiB")
     assert lines[3].strip().startswith(f"processes: root (pid {os.getpid()}, 39.1 GiB)")
-    assert fake.lifecycle == ["init", "shutdown"]  # type: ignore[attr-defined]
+    assert fake.lifecycle == ["init", "shutdown"]
 
 
 def test_json_for_scripts(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
