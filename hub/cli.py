@@ -343,15 +343,21 @@ _USER_ACTIONS = {
 
 # -- mlrp gpus ------------------------------------------------------------------------------
 def cmd_gpus(args: argparse.Namespace) -> int:
+    import json
     import socket
-    from datetime import datetime
 
-    from hub.gpu_view import gpu_rows, render_text, server_profiles
+    from hub.gpu_usage import usage_within
+    from hub.gpu_view import as_json, gpu_rows, render_text, server_profiles, utc_now
 
     cfg, inventory = load_with_inventory(resolve_path(args.config))
     leases = _records(cfg).leases(socket.gethostname())
     profiles = server_profiles(cfg.hub.data_dir / "jupyterhub.sqlite")
-    print(render_text(gpu_rows(inventory.ids, leases, profiles), datetime.now()), end="")
+    usage = usage_within()  # never waits for a hung driver longer than a few seconds
+    rows = gpu_rows(inventory.ids, leases, profiles, usage)
+    if args.json:
+        print(json.dumps(as_json(rows, usage, socket.gethostname()), indent=2))
+    else:
+        print(render_text(rows, utc_now(), usage), end="")
     return EXIT_OK
 
 
@@ -375,8 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--config")
     doc.set_defaults(func=cmd_doctor)
 
-    gpus = sub.add_parser("gpus", help="who holds which GPU, since when, on which profile")
+    gpus = sub.add_parser(
+        "gpus", help="who holds which GPU, since when, on which profile, and how busy it is"
+    )
     gpus.add_argument("--config")
+    gpus.add_argument("--json", action="store_true", help="print JSON for scripts (times in UTC)")
     gpus.set_defaults(func=cmd_gpus)
 
     cfg = sub.add_parser("config", help="work with deployment files")

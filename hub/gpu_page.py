@@ -1,16 +1,42 @@
-"""/hub/mlrp/gpus: the admin's view of who holds which GPU (hub.gpu_view). Admins only."""
+"""/hub/mlrp/gpus: the admin's view of who holds which GPU and what it is doing (hub.gpu_view).
+Admins only. `?format=json` gives the same as `mlrp gpus --json`; the admin page's "GPUs held"
+table (templates/admin.html) reads that.
+
+NVML is read off the event loop with a time limit (hub.gpu_usage): a hung driver costs this
+page a few seconds and "n/a", never the hub.
+"""
 
 from __future__ import annotations
 
+import json
 import socket
-from datetime import datetime
 from typing import Any
 
 from jupyterhub import orm
 from jupyterhub.handlers import BaseHandler
 from tornado import web
 
-from hub.gpu_view import gpu_rows
+from hub.gpu_usage import Usage, usage_async
+from hub.gpu_view import as_json, gpu_rows, local_time, utc_now
+
+FORMATS = ("html", "json")
+
+
+def _inventory_ids(config: Any, usage: Usage) -> list[str]:
+    """The hub's own inventory once a spawn has built it; before that, what it will be: NVML's
+    GPUs (read just now) unless the YAML says `source: config`, else the configured devices."""
+    try:
+        from spawners.platform import _cache
+
+        platform = next(iter(_cache.values()), None)
+        if platform is not None:
+            return platform.allocator.ids
+    except ImportError:
+        pass
+    spawner = config.MLRPSpawner
+    if spawner.get("gpu_source", "auto") != "config" and usage.report.state == "ok":
+        return [g.uuid for g in usage.report.gpus]
+    return [str(d) for d in spawner.get("gpu_devices", [])]
 
 
 class GPUPageHandler(BaseHandler):
@@ -19,34 +45,41 @@ class GPUPageHandler(BaseHandler):
         user = self.current_user
         if not user.admin:
             raise web.HTTPError(403, "Only administrators can see who holds which GPU.")
+        wanted = self.get_argument("format", "html")
+        if wanted not in FORMATS:
+            raise web.HTTPError(400, "format must be 'html' or 'json' (or left out, for the page).")
         records: Any = self.authenticator.records
-        config = self.settings["config"]
-        gpu_ids = [str(d) for d in config.MLRPSpawner.get("gpu_devices", [])]
-        try:
-            from spawners.platform import _cache
-
-            platform = next(iter(_cache.values()), None)
-            if platform is not None:  # the hub's own inventory (NVML or configured)
-                gpu_ids = platform.allocator.ids
-        except ImportError:
-            pass
+        usage = await usage_async()
         profiles = {
             f"{sp.user.name}/{sp.name or ''}": str(
                 (sp.state or {}).get("mlrp", {}).get("profile", "")
             )
             for sp in self.db.query(orm.Spawner)
         }
-        rows = gpu_rows(gpu_ids, records.leases(socket.gethostname()), profiles)
-        now = datetime.now()
+        node = socket.gethostname()
+        rows = gpu_rows(
+            _inventory_ids(self.settings["config"], usage), records.leases(node), profiles, usage
+        )
+        if wanted == "json":
+            self.set_header("Content-Type", "application/json; charset=UTF-8")
+            self.set_header("Cache-Control", "no-store")
+            self.finish(json.dumps(as_json(rows, usage, node)))
+            return
+        now = utc_now()
         html = await self.render_template(
             "mlrp-gpus.html",
+            mlrp_nvml_error="" if usage.report.state == "ok" else usage.report.error,
             mlrp_rows=[
                 {
                     "gpu": r.gpu,
                     "holder": r.holder,
                     "profile": r.profile,
-                    "since": r.since.strftime("%Y-%m-%d %H:%M") if r.since else "",
+                    "since": local_time(r.since) if r.since else "",
                     "for": r.held_for(now),
+                    "utilization": r.utilization_text,
+                    "memory": r.memory_text,
+                    "processes": r.processes_text,
+                    "unleased": r.used_without_lease,
                 }
                 for r in rows
             ],

@@ -9,21 +9,24 @@ CUDA's device ordering) or the configured id verbatim. Each GPU also carries its
 of /dev/nvidiaN when known (from NVML, or a numeric configured id), so that a server's cgroup
 can deny the device nodes of GPUs leased to others (see spawners/cgroups.py).
 
-:func:`read_nvml` is the one NVML reader: the hub's inventory, the embedded default config and
-`mlrp doctor` all see the same GPUs through it.
+:func:`read_nvml` is the one NVML reader of the inventory: the hub's inventory, the embedded default
+config and `mlrp doctor` all see the same GPUs through it. :func:`read_usage` reads what the GPUs
+are doing now (utilisation, memory, processes) with the same helpers, for the admin's GPU view.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
+from typing import TypeVar
 
 from spawners.records import Lease, Records, held_tag
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 NVIDIA_MAJOR = 195  # /dev/nvidiaN is character device 195:N
@@ -340,3 +343,104 @@ class GPUAllocator:
         for owner in {lease.owner for lease in stale}:
             self.release(owner)
         return stale
+
+
+# -- usage: what each GPU is doing now (for `mlrp gpus` and the admin GPU page) ----------------
+@dataclass(frozen=True)
+class NvmlProcess:
+    """A process NVML sees on a GPU; `used_mib` is None where NVML cannot say (e.g. MIG)."""
+
+    pid: int
+    used_mib: int | None
+
+
+@dataclass(frozen=True)
+class NvmlUsage:
+    """One GPU's load as NVML reports it; None in a field means NVML answered "Not Supported"
+    (or similar) for that one reading, which leaves the others usable."""
+
+    uuid: str
+    minor: int | None
+    utilization: int | None  # percent of the last sample period a kernel ran
+    memory_used_mib: int | None
+    memory_total_mib: int | None
+    processes: tuple[NvmlProcess, ...] | None
+
+    def matches(self, gpu_id: str) -> bool:
+        """Whether the inventory id `gpu_id` names this GPU: its UUID (NVML inventory) or its
+        number N of /dev/nvidiaN (a configured inventory, see load_inventory)."""
+        return gpu_id == self.uuid or (gpu_id.isdigit() and int(gpu_id) == self.minor)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """What NVML said about every GPU's load. `state` says whether it could: "ok"; "absent" (no
+    pynvml, or nvmlInit failed: no driver, the CPU-only case); "failed" (NVML broke mid-read);
+    "hung" (no answer in time, see hub.gpu_usage). `error` says why, `gpus` is empty unless ok."""
+
+    gpus: tuple[NvmlUsage, ...] = ()
+    state: str = "ok"
+    error: str = ""
+
+    def find(self, gpu_id: str) -> NvmlUsage | None:
+        return next((g for g in self.gpus if g.matches(gpu_id)), None)
+
+
+def _optional(pynvml: ModuleType, read: Callable[[], T]) -> T | None:
+    """One reading NVML may refuse for this GPU alone ("Not Supported", "No Permission")."""
+    try:
+        return read()
+    except pynvml.NVMLError as e:
+        log.debug("NVML reading not available: %s", e)
+        return None
+
+
+def _processes(pynvml: ModuleType, handle: object) -> tuple[NvmlProcess, ...] | None:
+    compute = _optional(pynvml, lambda: pynvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    graphics = _optional(pynvml, lambda: pynvml.nvmlDeviceGetGraphicsRunningProcesses(handle))
+    if compute is None and graphics is None:
+        return None
+    seen: dict[int, NvmlProcess] = {}
+    for p in [*(compute or []), *(graphics or [])]:
+        used = getattr(p, "usedGpuMemory", None)  # None: NVML_VALUE_NOT_AVAILABLE
+        seen.setdefault(int(p.pid), NvmlProcess(int(p.pid), None if used is None else used // MIB))
+    return tuple(sorted(seen.values(), key=lambda p: p.pid))
+
+
+def _read_usage(pynvml: ModuleType, index: int) -> NvmlUsage:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+    memory = _optional(pynvml, lambda: pynvml.nvmlDeviceGetMemoryInfo(handle))
+    rates = _optional(pynvml, lambda: pynvml.nvmlDeviceGetUtilizationRates(handle))
+    return NvmlUsage(
+        uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        minor=_read_minor(pynvml, handle)[0],
+        utilization=None if rates is None else int(rates.gpu),
+        memory_used_mib=None if memory is None else int(memory.used) // MIB,
+        memory_total_mib=None if memory is None else int(memory.total) // MIB,
+        processes=_processes(pynvml, handle),
+    )
+
+
+def read_usage() -> UsageReport:
+    """Utilisation, memory and processes of every GPU NVML sees; never raises NVML errors.
+
+    Synchronous, and NVML can hang on a sick GPU: callers that must stay responsive (the hub's
+    event loop, `mlrp gpus`) run it through hub.gpu_usage (a thread and a timeout), not directly.
+    """
+    try:
+        import pynvml
+    except ImportError as e:
+        return UsageReport(state="absent", error=f"pynvml is not installed ({_reason(e)})")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return UsageReport(state="absent", error=_reason(e))
+    try:
+        return UsageReport(
+            gpus=tuple(_read_usage(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount()))
+        )
+    except pynvml.NVMLError as e:
+        log.warning("NVML failed while reading GPU usage: %s", e)
+        return UsageReport(state="failed", error=_reason(e))
+    finally:
+        _shutdown(pynvml)

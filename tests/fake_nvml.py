@@ -21,7 +21,17 @@ Besides the NVML functions, the module carries for tests:
 * ``lifecycle``: ``"init"`` for each successful ``nvmlInit`` and ``"shutdown"`` for each
   ``nvmlShutdown``, so a test can assert that every init was matched by a shutdown;
 * ``fail_on``: ``{function name: error text}``; a listed function raises ``NVMLError(text)``
-  (e.g. ``fake.fail_on["nvmlDeviceGetName"] = "GPU is lost"`` for a GPU failing mid-read).
+  (e.g. ``fake.fail_on["nvmlDeviceGetName"] = "GPU is lost"`` for a GPU failing mid-read);
+* ``hang_on``: ``{function name: threading.Event}``; a listed function blocks until the event
+  is set (a driver that stops answering), then goes on as usual.
+
+Each FakeGPU also says what it is doing: ``utilization`` (percent), ``memory_used_mib`` and
+``processes`` (FakeProcess: pid, GPU memory, compute or graphics); ``None`` in utilization or
+processes makes that NVML call answer "Not Supported", as some GPUs and MIG slices do.
+
+A real hub (a separate process) gets the fake through :func:`install_for_hub`: a `pynvml.py`
+shim on its PYTHONPATH that reads the GPUs from a JSON file at every ``nvmlInit``, so a test can
+change what the GPUs do (e.g. put a server's PID on one) while the hub runs.
 
 As in the real library, every call but ``nvmlInit`` raises ``NVMLError("Uninitialized")``
 outside an init/shutdown pair, and a handle is an opaque object, not the GPU's index.
@@ -29,9 +39,15 @@ outside an init/shutdown pair, and a handle is an opaque object, not the GPU's i
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+import time
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 MIB = 1024 * 1024
 
@@ -41,11 +57,35 @@ class NVMLError(Exception):
 
 
 @dataclass(frozen=True)
+class FakeProcess:
+    pid: int
+    used_mib: int | None = 1024  # None: NVML_VALUE_NOT_AVAILABLE (pynvml gives None)
+    graphics: bool = False  # listed by nvmlDeviceGetGraphicsRunningProcesses, not Compute
+
+
+@dataclass(frozen=True)
 class FakeGPU:
     uuid: str
     name: str = "NVIDIA H100 80GB HBM3"
     memory_mib: int = 81559
     minor: int | None = 0  # None: nvmlDeviceGetMinorNumber raises NVMLError ("Not Supported")
+    utilization: int | None = 0  # None: nvmlDeviceGetUtilizationRates is "Not Supported"
+    memory_used_mib: int = 0
+    processes: tuple[FakeProcess, ...] | None = ()  # None: both process lists "Not Supported"
+
+
+@dataclass(frozen=True)
+class _Utilization:
+    gpu: int
+    memory: int
+
+
+@dataclass(frozen=True)
+class _Process:
+    """Like pynvml's friendly process object: pid, usedGpuMemory in bytes (or None)."""
+
+    pid: int
+    usedGpuMemory: int | None  # noqa: N815  (pynvml's name)
 
 
 @dataclass(frozen=True)
@@ -78,10 +118,13 @@ class _FakePynvml(types.ModuleType):
         self.calls: list[str] = []
         self.lifecycle: list[str] = []
         self.fail_on: dict[str, str] = {}
+        self.hang_on: dict[str, threading.Event] = {}
         self._inits = 0  # NVML counts inits; each needs its own shutdown
 
     def _enter(self, name: str, *, needs_init: bool = True) -> None:
         self.calls.append(name)
+        if name in self.hang_on:
+            self.hang_on[name].wait()
         if name in self.fail_on:
             raise NVMLError(self.fail_on[name])
         if needs_init and self._inits == 0:
@@ -132,8 +175,34 @@ class _FakePynvml(types.ModuleType):
 
     def nvmlDeviceGetMemoryInfo(self, handle: object) -> _Memory:
         self._enter("nvmlDeviceGetMemoryInfo")
-        total = self._gpu(handle).memory_mib * MIB
-        return _Memory(total=total, free=total, used=0)
+        gpu = self._gpu(handle)
+        total, used = gpu.memory_mib * MIB, gpu.memory_used_mib * MIB
+        return _Memory(total=total, free=total - used, used=used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: object) -> _Utilization:
+        self._enter("nvmlDeviceGetUtilizationRates")
+        gpu = self._gpu(handle)
+        if gpu.utilization is None:
+            raise NVMLError("Not Supported")
+        return _Utilization(gpu=gpu.utilization, memory=0)
+
+    def _processes(self, handle: object, graphics: bool) -> list[_Process]:
+        processes = self._gpu(handle).processes
+        if processes is None:
+            raise NVMLError("Not Supported")
+        return [
+            _Process(p.pid, None if p.used_mib is None else p.used_mib * MIB)
+            for p in processes
+            if p.graphics == graphics
+        ]
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[_Process]:
+        self._enter("nvmlDeviceGetComputeRunningProcesses")
+        return self._processes(handle, graphics=False)
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, handle: object) -> list[_Process]:
+        self._enter("nvmlDeviceGetGraphicsRunningProcesses")
+        return self._processes(handle, graphics=True)
 
     def nvmlDeviceGetMinorNumber(self, handle: object) -> int:
         self._enter("nvmlDeviceGetMinorNumber")
@@ -155,3 +224,55 @@ def fake_pynvml(
     nvmlInit raise NVMLError with that text (a node whose driver is missing or broken).
     Install with monkeypatch.setitem(sys.modules, "pynvml", fake_pynvml([...]))."""
     return _FakePynvml(gpus, driver, cuda, init_error)
+
+
+# -- the fake in a real hub (another process) --------------------------------------------------
+class _FileBackedPynvml(_FakePynvml):
+    """The fake, re-reading its GPUs from a JSON file (write_gpus) at every nvmlInit."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__((), "550.54.15", 12040, None)
+        self.path = path
+
+    def nvmlInit(self) -> None:
+        while hang_path(self.path).exists():  # a driver that stopped answering
+            time.sleep(0.05)
+        self.gpus = read_gpus(self.path)
+        super().nvmlInit()
+
+
+def hang_path(gpus_file: Path) -> Path:
+    """While this file exists, the fake of install_for_hub hangs in nvmlInit."""
+    return gpus_file.with_name(gpus_file.name + ".hang")
+
+
+def write_gpus(path: Path, gpus: Sequence[FakeGPU]) -> None:
+    """What the fake NVML of install_for_hub reports from its next nvmlInit on."""
+    path.write_text(json.dumps([asdict(g) for g in gpus]))
+
+
+def read_gpus(path: Path) -> tuple[FakeGPU, ...]:
+    def gpu(d: dict[str, Any]) -> FakeGPU:
+        procs = d.pop("processes")
+        return FakeGPU(
+            **d, processes=None if procs is None else tuple(FakeProcess(**p) for p in procs)
+        )
+
+    return tuple(gpu(d) for d in json.loads(path.read_text()))
+
+
+def file_backed_pynvml(path: str) -> types.ModuleType:
+    return _FileBackedPynvml(Path(path))
+
+
+def install_for_hub(code_dir: Path, gpus_file: Path, gpus: Sequence[FakeGPU]) -> None:
+    """Make `import pynvml` give the fake reading `gpus_file` to processes whose PYTHONPATH is
+    `code_dir` (a harness.readable_copy of the code, never the checkout itself)."""
+    write_gpus(gpus_file, gpus)
+    shutil.copy(Path(__file__), code_dir / "fake_nvml.py")
+    (code_dir / "pynvml.py").write_text(
+        "# A fake NVML for tests (tests/fake_nvml.py): no GPU driver on this machine.\n"
+        "import sys\n"
+        "from fake_nvml import file_backed_pynvml\n"
+        f"sys.modules[__name__] = file_backed_pynvml({str(gpus_file)!r})\n"
+    )
