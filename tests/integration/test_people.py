@@ -202,6 +202,10 @@ def test_the_admin_page_cannot_make_people_who_could_never_log_in(hub: Hub) -> N
     for bad in ("evil name", "x" * 300, "../admin"):
         r = hub.api("POST", "/users", json={"usernames": [bad]})
         assert r.status_code == 400, (bad, r.text)
+    # The page itself says how people are added.
+    admin = hub.login_session("admin", hub.admin_password)
+    page = admin.get(f"{hub.url}/hub/admin", timeout=30)
+    assert page.status_code == 200 and "mlrp user add NAME --group GROUP" in page.text
     # A non-admin learns nothing about which logins exist.
     r = hub.api("POST", "/users", hub.user_token("alice"), json={"usernames": ["bob"]})
     assert r.status_code == 403, r.text
