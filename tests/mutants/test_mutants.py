@@ -377,8 +377,8 @@ MUTANTS = [
         "nvml-not-shut-down-on-error",
         "NVML is shut down also when a call fails mid-read",
         "spawners/gpus.py",
-        "    finally:\n        _shutdown(pynvml)",
-        "    finally:\n        pass",
+        "        return NvmlReport(error=_reason(e))\n    finally:\n        _shutdown(pynvml)",
+        "        return NvmlReport(error=_reason(e))\n    finally:\n        pass",
         ("tests/unit/test_gpus.py::test_nvml_is_shut_down_when_a_call_fails_mid_read",),
     ),
     Mutant(
@@ -405,6 +405,71 @@ MUTANTS = [
         "        gpu_devices=list(cfg.gpus.devices),",
         "        gpu_devices=[],",
         ("tests/unit/test_doctor.py::test_cli_doctor_judges_the_configs_gpu_devices",),
+    ),
+    Mutant(
+        "retired-name-reused",
+        "a removed person's Unix account is never given to a later person of the same name",
+        "spawners/accounts.py",
+        "        if name == recorded or not records.unix_name_retired(name):",
+        "        if True:",
+        (
+            "tests/unit/test_storage.py::"
+            "test_a_retired_account_is_never_given_to_the_next_person_of_that_name",
+        ),
+    ),
+    Mutant(
+        "retired-name-claimable",
+        "nobody can claim a retired Unix account; only a restore gives it back",
+        "hub/storage.py",
+        "            if retired is not None:\n                raise AccountClash(",
+        "            if False:\n                raise AccountClash(",
+        (
+            "tests/unit/test_storage.py::"
+            "test_a_retired_account_is_never_given_to_the_next_person_of_that_name",
+        ),
+    ),
+    Mutant(
+        "bad-people-created",
+        "one bad line of an import creates nobody: every problem is reported first",
+        "hub/people.py",
+        '    if problems:\n        raise PeopleError("\\n".join(problems))\n\n\n# -- add',
+        '    if False:\n        raise PeopleError("\\n".join(problems))\n\n\n# -- add',
+        (
+            "tests/unit/test_people_input.py::"
+            "test_every_problem_is_reported_and_groups_need_the_hub",
+        ),
+    ),
+    Mutant(
+        "cpus-not-spread",
+        "1-CPU servers are spread over the node's CPUs, least used first",
+        "spawners/affinity.py",
+        "key=lambda cpu: (used[cpu], cpu)",
+        "key=lambda cpu: cpu",
+        (f"{LOCAL}::test_placer_spreads_one_cpu_servers_over_the_node_least_used_first",),
+    ),
+    Mutant(
+        "announcement-unescaped",
+        "the announcement is shown as text, never as HTML",
+        "config/render.py",
+        '    return {"announcement": str(escape(text))}',
+        '    return {"announcement": text}',
+        ("tests/unit/test_config.py::test_announcement_reaches_jupyterhub_escaped",),
+    ),
+    Mutant(
+        "config-check-stops-early",
+        "config check reports every problem of a file in one run",
+        "config/collect.py",
+        "        found.problems += new\n",
+        "        found.problems += new\n        return found\n",
+        ("tests/unit/test_config.py::test_five_mistakes_are_all_reported_in_one_run",),
+    ),
+    Mutant(
+        "no-did-you-mean",
+        "a misspelt key gets the nearest known key",
+        "config/suggest.py",
+        '    return f"; did you mean {found!r}?" if found else ""',
+        '    return ""',
+        ("tests/unit/test_config.py::test_five_mistakes_are_all_reported_in_one_run",),
     ),
 ]
 
@@ -436,10 +501,11 @@ def run_tests(copy: Path, tests: tuple[str, ...]) -> subprocess.CompletedProcess
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=840,
     )  # fmt: skip
 
 
+@pytest.mark.timeout(900)  # every listed test in one run: a minute here, more on a busy machine
 def test_the_unmutated_code_passes_every_listed_test(tmp_path: Path) -> None:
     tests = tuple(sorted({t for m in MUTANTS for t in m.tests}))
     result = run_tests(mutated_copy(tmp_path, None), tests)
