@@ -15,6 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import Hub, new_hub  # noqa: E402
 
 if TYPE_CHECKING:
+    from playwright.sync_api import Browser
+
     from hub.storage import SQLRecords
 
 needs_root = pytest.mark.skipif(
@@ -51,6 +53,15 @@ def hub() -> Iterator[Hub]:
         yield h
     finally:
         h.cleanup()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (tests/browser.py), one per test module."""
+    from browser import chromium
+
+    with chromium() as b:
+        yield b
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

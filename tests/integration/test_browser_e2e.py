@@ -12,29 +12,17 @@ from __future__ import annotations
 
 import pwd
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 import requests
 import websocket
+from browser import Person, browser_login, form_profiles
 from harness import Hub
 from kernel import Kernel
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 DEVICES = {"0", "1", "2", "3"}
 LAB_TIMEOUT_MS = 90_000  # generous: the CI machine has 2 cores
 LAB_SHELL = "#jp-main-dock-panel"
@@ -51,42 +39,6 @@ print(json.dumps({
     "home": os.path.expanduser("~"),
 }))
 """
-
-
-# -- the browser -----------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-@dataclass
-class Person:
-    name: str
-    context: BrowserContext
-    page: Page
-
-
-def browser_login(hub: Hub, browser: Browser, name: str) -> Person:
-    """Log in through the real login page; the hub sends a user without a server to the form."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{hub.url}/hub/login")
-    page.fill("input[name=username]", name)
-    page.fill("input[name=password]", hub.passwords[name])
-    page.click("#login_submit")
-    page.wait_for_url("**/hub/spawn*")
-    page.wait_for_selector("[data-mlrp-form]")
-    return Person(name, context, page)
-
-
-def form_profiles(page: Page) -> list[str]:
-    radios = page.locator("input[name=profile]")
-    return [str(radios.nth(i).get_attribute("value")) for i in range(radios.count())]
 
 
 def form_text(page: Page) -> str:

@@ -24,12 +24,10 @@ import pytest
 import requests
 from fake_nvml import FakeGPU, FakeProcess, hang_path, install_for_hub, write_gpus
 from harness import Hub, new_hub, readable_copy
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub (4 GPUs, alice and bob)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 HOSTILE = '<img src=x onerror="window.mlrpPwned=1">'  # a lease owner is data, never markup
 
 
@@ -91,16 +89,6 @@ def test_mlrp_gpus_and_the_admin_page_show_the_holders(hub: Hub) -> None:
 
 
 # -- JupyterHub's admin page -------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
 def admin_page(hub: Hub, browser: Browser) -> Page:
     page = browser.new_context().new_page()
     page.goto(f"{hub.url}/hub/login")

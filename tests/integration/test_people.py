@@ -18,22 +18,15 @@ import re
 import subprocess
 import tarfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from browser import browser_login, chromium, form_profiles
+from browser import browser_login, form_profiles
 from harness import Hub
 from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub, with alice and bob
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as b:
-        yield b
 
 
 def add_person(hub: Hub, name: str, *groups: str, restore: bool = False) -> None:

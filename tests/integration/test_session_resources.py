@@ -15,7 +15,7 @@ import pytest
 import requests
 from harness import Hub
 from kernel import Kernel
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import Browser
 
 pytestmark = [pytest.mark.e2e]
 
@@ -34,9 +34,6 @@ print(json.dumps({
              if i["user_api"] == "blas"],
 }))
 """
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-CHROMIUM_ARGS += ["--disable-component-update", "--disable-sync", "--no-first-run"]
 LAB_TIMEOUT_MS = 90_000  # generous: the CI machine has 2 cores
 # jupyter-resource-usage's status bar item: "CPU: 3.00 % | Mem: 115.92 / 2048.00 MB" (MB of
 # 2**20 bytes), CPU shown because the server was told to track it.
@@ -92,26 +89,24 @@ def test_the_resource_display_reports_the_profiles_limits(running: Hub) -> None:
 
 
 @pytest.mark.browser
-def test_jupyterlab_shows_the_memory_limit_in_its_status_bar(running: Hub) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context().new_page()
-            page.goto(f"{running.url}/hub/login")
-            page.fill("input[name=username]", "alice")
-            page.fill("input[name=password]", running.passwords["alice"])
-            page.click("#login_submit")
-            page.wait_for_load_state()
-            page.goto(f"{running.url}/user/alice/lab")
-            bar = page.locator("#jp-main-statusbar")
-            bar.wait_for(timeout=LAB_TIMEOUT_MS)
-            deadline = time.monotonic() + 30  # the display refreshes every 5 s
-            text = ""
-            while time.monotonic() < deadline:
-                text = bar.inner_text()
-                if STATUS_TEXT.search(text):
-                    break
-                time.sleep(0.5)
-            assert STATUS_TEXT.search(text), f"status bar: {text!r}"
-        finally:
-            browser.close()
+def test_jupyterlab_shows_the_memory_limit_in_its_status_bar(
+    running: Hub, browser: Browser
+) -> None:
+    page = browser.new_context().new_page()
+    page.goto(f"{running.url}/hub/login")
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", running.passwords["alice"])
+    page.click("#login_submit")
+    page.wait_for_load_state()
+    page.goto(f"{running.url}/user/alice/lab")
+    bar = page.locator("#jp-main-statusbar")
+    bar.wait_for(timeout=LAB_TIMEOUT_MS)
+    deadline = time.monotonic() + 30  # the display refreshes every 5 s
+    text = ""
+    while time.monotonic() < deadline:
+        text = bar.inner_text()
+        if STATUS_TEXT.search(text):
+            break
+        time.sleep(0.5)
+    assert STATUS_TEXT.search(text), f"status bar: {text!r}"
+    page.context.close()

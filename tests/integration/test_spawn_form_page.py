@@ -19,20 +19,10 @@ from typing import Any
 import pytest
 import requests
 from harness import Hub, new_hub
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ANNOUNCEMENT = 'Maintenance Saturday 9-12 <script>window.mlrpPwned = 1</script> & "quotes"'
 ANNOUNCEMENT_HTML = (
     "Maintenance Saturday 9-12 &lt;script&gt;window.mlrpPwned = 1&lt;/script&gt; "
@@ -58,16 +48,6 @@ def hub() -> Iterator[Hub]:
         yield h
     finally:
         h.cleanup()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 # -- helpers -----------------------------------------------------------------------------------
