@@ -20,6 +20,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--no-first-run",
 ]
+PAGE_TIMEOUT_MS = 60_000  # Playwright's 30 s default is too short on a busy 2-core machine
 
 
 @contextmanager
@@ -41,7 +42,8 @@ class Person:
 
 def browser_login(hub: Hub, browser: Browser, name: str, password: str | None = None) -> Person:
     """Log in through the real login page; the hub sends a user without a server to the form."""
-    context = browser.new_context(ignore_https_errors=False)
+    context = browser.new_context()
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
     page = context.new_page()
     page.goto(f"{hub.url}/hub/login")
     page.fill("input[name=username]", name)
