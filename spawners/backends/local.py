@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -85,6 +86,10 @@ class LocalServerSpawner(LocalProcessSpawner):
         mask = self.umask
 
         def preexec() -> None:
+            # A hub started as a shell's background job ignores SIGINT, and an ignored signal
+            # survives exec: the server would then sit out JupyterHub's SIGINT at every stop
+            # (its interrupt_timeout) until SIGTERM. It gets the default back.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             for step in steps:
                 step()  # as root, before dropping privileges
             os.umask(mask)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -129,6 +130,25 @@ async def test_the_server_runs_with_the_admins_umask(
     """077 by default: what a person creates is theirs alone, even copied out of their home."""
     sp = spawners(**({} if setting is None else {"umask": setting}))
     assert ask(await start(sp, profile="cpu"), "/umask") == expected
+    await sp.stop()
+
+
+async def test_a_hub_ignoring_sigint_does_not_pass_that_on_to_its_servers(
+    spawners: MakeSpawner,
+) -> None:
+    """Started as a shell's background job, the hub ignores SIGINT; JupyterHub stops a
+    server with SIGINT first, so a server inheriting that would only go at SIGTERM, 10 s later."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        sp = spawners()
+        await start(sp, profile="cpu")
+        status = Path(f"/proc/{sp.backend.child.pid}/status").read_text()  # type: ignore[union-attr]
+    finally:
+        signal.signal(signal.SIGINT, before)
+    found = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M)
+    assert found, status
+    ignored = int(found.group(1), 16)
+    assert not ignored & (1 << (signal.SIGINT - 1)), f"SigIgn {ignored:x}"
     await sp.stop()
 
 
