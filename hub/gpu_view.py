@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
-
 from hub.gpu_usage import Usage
+from hub.jhdb import server_rows
 from spawners.gpus import UsageReport
 from spawners.records import Lease, held_tag
 
@@ -102,28 +100,13 @@ class GPURow:
 
 def server_profiles(jupyterhub_db: Path) -> dict[str, str]:
     """Owner ("user/server") → profile slug of every server JupyterHub has state for."""
-    if not jupyterhub_db.exists():
-        return {}
-    engine = create_engine(f"sqlite:///{jupyterhub_db}")
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT users.name, spawners.name, spawners.state FROM spawners "
-                    "JOIN users ON users.id = spawners.user_id"
-                )
-            ).all()
-    except SQLAlchemyError:
-        return {}
-    finally:
-        engine.dispose()
     found = {}
-    for user, server, state in rows:
+    for row in server_rows(jupyterhub_db) or []:
         try:
-            profile = json.loads(state or "{}").get("mlrp", {}).get("profile", "")
+            profile = json.loads(row.state or "{}").get("mlrp", {}).get("profile", "")
         except (ValueError, AttributeError):
             profile = ""
-        found[f"{user}/{server or ''}"] = profile
+        found[f"{row.user}/{row.server}"] = profile
     return found
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from hub import accounts
 from hub.storage import SQLRecords
+from spawners.accounts import find_account
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,8 @@ def unlock_account(unix_name: str) -> None:
 
 
 def home_of(unix_name: str) -> Path | None:
-    try:
-        return Path(pwd.getpwnam(unix_name).pw_dir)
-    except KeyError:
-        return None
+    account = find_account(unix_name)
+    return account.home if account else None
 
 
 def retire(records: SQLRecords, name: str, *, system_accounts: bool) -> Retired:

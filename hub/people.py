@@ -11,13 +11,13 @@ Every input is checked before anything is changed: one bad row of an import crea
 from __future__ import annotations
 
 import csv
-import difflib
 import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from config.schema import MLRPConfig
+from config.suggest import nearest
 from hub import accounts, jhdb, offboard
 from hub.hub_client import HubClient, HubError, check
 from hub.storage import SQLRecords, now
@@ -58,8 +58,8 @@ def group_problem(cfg: MLRPConfig, group: str) -> str | None:
     if group in cfg.groups:
         return None
     known = sorted(cfg.groups)
-    near = difflib.get_close_matches(group, known, n=1)
-    hint = f" Did you mean {near[0]!r}?" if near else ""
+    near = nearest(group, known)
+    hint = f" Did you mean {near!r}?" if near else ""
     listed = ", ".join(known) if known else "none (add a groups: section to the YAML)"
     return f"there is no group {group!r} in the configuration.{hint} Groups: {listed}."
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import SQLAlchemyError
-
+from hub.jhdb import server_rows
 from spawners.gpus import GPUAllocator
 from spawners.records import owner_key
 
@@ -22,24 +20,11 @@ log = logging.getLogger(__name__)
 
 def live_owners(jupyterhub_db: Path) -> set[str] | None:
     """Owners ("user/server") with a server row in JupyterHub's DB; None if unreadable."""
-    if not jupyterhub_db.exists():
-        return set()
-    engine = create_engine(f"sqlite:///{jupyterhub_db}")
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                text(
-                    "SELECT users.name, spawners.name FROM spawners "
-                    "JOIN users ON users.id = spawners.user_id "
-                    "WHERE spawners.server_id IS NOT NULL"
-                )
-            ).all()
-    except SQLAlchemyError as e:
-        log.warning("Cannot read %s to reconcile GPU leases: %s", jupyterhub_db, e)
+    rows = server_rows(jupyterhub_db)
+    if rows is None:
+        log.warning("Cannot read %s to reconcile GPU leases", jupyterhub_db)
         return None
-    finally:
-        engine.dispose()
-    return {owner_key(user, server or "") for user, server in rows}
+    return {owner_key(r.user, r.server) for r in rows if r.running}
 
 
 def release_orphan_leases(allocator: GPUAllocator, jupyterhub_db: Path) -> list[str]:

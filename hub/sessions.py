@@ -11,6 +11,7 @@ session (tokens and a fresh cookie).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from jupyterhub import orm
@@ -30,14 +31,25 @@ def end_sessions(
             found = orm.APIToken.find(db, spawner.api_token)
             if found is not None:
                 servers.add(found.id)
-    revoked = 0
-    for token in list(user.orm_user.api_tokens):
+
+    def keep(token: orm.APIToken) -> bool:
         if token.id in servers or (keep_session_id and token.session_id == keep_session_id):
-            continue
-        if not api_tokens and not token.session_id:
+            return True
+        return not api_tokens and not token.session_id
+
+    return revoke(db, user.orm_user, keep)
+
+
+def revoke(db: Any, orm_user: orm.User, keep: Callable[[orm.APIToken], bool]) -> int:
+    """Replace `orm_user`'s cookie id (their browser sessions end) and delete their tokens but
+    those `keep` says; commits. The hub's handlers and `mlrp user` with the hub down
+    (hub/jhdb.py) both end sessions through this. Returns how many tokens went."""
+    revoked = 0
+    for token in list(orm_user.api_tokens):
+        if keep(token):
             continue
         db.delete(token)
         revoked += 1
-    user.orm_user.cookie_id = new_token()
+    orm_user.cookie_id = new_token()
     db.commit()
     return revoked

@@ -90,7 +90,8 @@ class AccountError(Exception):
     """The Unix account cannot be used; message is for the admin log, not for end users."""
 
 
-def _lookup(name: str) -> Account | None:
+def find_account(name: str) -> Account | None:
+    """The Unix account `name`, or None if there is none."""
     try:
         pw = pwd.getpwnam(name)
     except KeyError:
@@ -109,7 +110,7 @@ async def ensure_account(
     """Find or create the Unix account of `hub_user`; returns (account, created)."""
     name = fresh_unix_name(records, hub_user, prefix)
     records.claim_unix_account(hub_user, name)  # raises AccountClash if someone else has it
-    existing = _lookup(name)
+    existing = find_account(name)
     if existing is not None:
         if existing.uid < UID_MIN:
             raise AccountError(
@@ -139,7 +140,7 @@ async def ensure_account(
         _, err = await proc.communicate()
         if proc.returncode != 0:
             raise AccountError(f"useradd {name} failed: {err.decode(errors='replace').strip()}")
-    account = _lookup(name)
+    account = find_account(name)
     if account is None:
         raise AccountError(f"useradd {name} succeeded but the account cannot be found")
     # People must not read each other's files, whatever login.defs says (HOME_MODE 0755 or a

@@ -121,11 +121,24 @@ class Limits:
 
 @dataclass(frozen=True)
 class CgroupSupport:
-    """Whether limits are enforced here, for logs, ``mlrp doctor`` and the spawn form."""
+    """What this node does for one guarantee, for logs, ``mlrp doctor`` and the spawn form.
+
+    `kind` per probe: probe() (limits): "v1", "v2" or "none". probe_kill() (a stopped
+    server's leftovers): "v2-kill" (cgroup.kill, one atomic write), "v1-freezer" (freeze, kill,
+    thaw: nothing can fork meanwhile), "signals" (kill what is listed, round after round) or
+    "none" (no server cgroups: a detached process outlives its server). probe_fence() (device
+    nodes of GPUs leased to others): "v1-devices" (enforced), "v2" (no devices controller
+    exists), "no-devices" (v1 without a writable one) or "no-cgroups".
+    """
 
     enforced: bool
-    kind: str  # "v1", "v2" or "none"; "none" whenever enforced is False
+    kind: str
     detail: str
+
+
+# The same record, named for what each probe answers.
+KillSupport = CgroupSupport
+FenceSupport = CgroupSupport
 
 
 @dataclass(frozen=True)
@@ -232,18 +245,6 @@ def _kernel_has_cgroup_kill(release: str | None = None) -> bool:
     return tuple(int(n) for n in numbers[:2]) >= _CGROUP_KILL_KERNEL
 
 
-@dataclass(frozen=True)
-class KillSupport:
-    """How a stopped server's leftover processes are ended here (``mlrp doctor``, hub log)."""
-
-    enforced: bool
-    # "v2-kill" (cgroup.kill: one atomic write), "v1-freezer" (freeze, kill, thaw: nothing can
-    # fork meanwhile), "signals" (kill what is listed, round after round) or "none" (no server
-    # cgroups: a detached process of a stopped server outlives it).
-    kind: str
-    detail: str
-
-
 def probe_kill(root: Path = DEFAULT_ROOT) -> KillSupport:
     """Say how :meth:`ServerCgroup.kill` would end a server's processes under ``root``."""
     layout = _detect(root)
@@ -269,17 +270,6 @@ def probe_kill(root: Path = DEFAULT_ROOT) -> KillSupport:
 def _devices_usable(root: Path, kind: str) -> bool:
     deny = root / "devices" / "devices.deny"
     return kind == "v1" and deny.is_file() and os.access(root / "devices", os.W_OK)
-
-
-@dataclass(frozen=True)
-class FenceSupport:
-    """Whether :meth:`ServerCgroup.create` denies device nodes (GPUs leased to others) here."""
-
-    enforced: bool
-    # "v1-devices" (enforced), "v2" (no devices controller exists), "no-devices" (v1 without a
-    # writable devices controller) or "no-cgroups" (no server cgroups are made at all).
-    kind: str
-    detail: str
 
 
 def probe_fence(root: Path = DEFAULT_ROOT) -> FenceSupport:
