@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Hub, new_hub  # noqa: E402
+from harness import Hub, running_hub  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -45,14 +45,8 @@ def hub() -> Iterator[Hub]:
     """A running hub with a 4-GPU configured inventory and users alice, bob (students)."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the hub creates Unix accounts and setuid()s to them")
-    h = new_hub()
-    try:
-        h.start()
-        h.add_user("alice")
-        h.add_user("bob")
+    with running_hub() as h:
         yield h
-    finally:
-        h.cleanup()
 
 
 @pytest.fixture(scope="module")

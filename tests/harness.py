@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,6 +476,25 @@ def new_hub(gpus: int = 4) -> Hub:
     """A Hub (not started) in a fresh work directory, with this run's account prefix."""
     workdir = shared_dir("mlrp-test-")
     return Hub(workdir, base_config(workdir / "data", run_prefix(), gpus=gpus))
+
+
+@contextmanager
+def running_hub(
+    gpus: int = 4,
+    users: tuple[str, ...] = ("alice", "bob"),
+    configure: Callable[[Hub], None] | None = None,
+) -> Iterator[Hub]:
+    """A started hub (after `configure` adjusted it) with these users; cleaned up after."""
+    h = new_hub(gpus=gpus)
+    try:
+        if configure is not None:
+            configure(h)
+        h.start()
+        for name in users:
+            h.add_user(name)
+        yield h
+    finally:
+        h.cleanup()
 
 
 def pids_of_uid(uid: int) -> Iterator[int]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from harness import Hub, new_hub, pids_of_uid
+from harness import Hub, pids_of_uid, running_hub
 from kernel import Kernel, KernelDied, NoReply
 
 pytestmark = [pytest.mark.e2e]
@@ -68,15 +68,8 @@ def chub() -> Iterator[Hub]:
     """One hub for the whole file: exactly one GPU, the profiles above, alice and bob."""
     if os.geteuid() != 0:
         pytest.skip("needs root: the hub creates Unix accounts and setuid()s to them")
-    h = new_hub(gpus=1)
-    h.config["profiles"] = PROFILES
-    try:
-        h.start()
-        h.add_user("alice")
-        h.add_user("bob")
+    with running_hub(gpus=1, configure=lambda h: h.config.update(profiles=PROFILES)) as h:
         yield h
-    finally:
-        h.cleanup()
 
 
 @pytest.fixture(scope="module")

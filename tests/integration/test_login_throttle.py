@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import requests
-from harness import Hub, new_hub
+from harness import Hub, running_hub
 from requests.adapters import HTTPAdapter
 
 pytestmark = [pytest.mark.e2e]
@@ -25,15 +25,12 @@ MAX_DELAY = 3  # seconds
 def hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("needs root: the hub creates Unix accounts")
-    h = new_hub()
-    h.config["login"].update(failures_before_delay=FREE, max_login_delay=MAX_DELAY)
-    try:
-        h.start()
-        for name in ("alice", "bob", "carol"):
-            h.add_user(name)
+
+    def configure(h: Hub) -> None:
+        h.config["login"].update(failures_before_delay=FREE, max_login_delay=MAX_DELAY)
+
+    with running_hub(users=("alice", "bob", "carol"), configure=configure) as h:
         yield h
-    finally:
-        h.cleanup()
 
 
 class FromAddress(HTTPAdapter):

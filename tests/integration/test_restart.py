@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 import requests
-from harness import Hub, new_hub
+from harness import Hub, running_hub
 
 pytestmark = [pytest.mark.e2e]
 
@@ -21,14 +21,8 @@ pytestmark = [pytest.mark.e2e]
 def restart_hub() -> Iterator[Hub]:
     if os.geteuid() != 0:
         pytest.skip("needs root: the hub creates Unix accounts and setuid()s to them")
-    h = new_hub()
-    try:
-        h.start()
-        for name in ("alice", "bob"):
-            h.add_user(name)
+    with running_hub() as h:
         yield h
-    finally:
-        h.cleanup()
 
 
 def _alive(pid: int) -> bool:

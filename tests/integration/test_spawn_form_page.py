@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import requests
-from harness import Hub, new_hub
+from harness import Hub, running_hub
 from playwright.sync_api import Browser, Page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -34,20 +34,16 @@ AA = 4.5  # WCAG 2 level AA, normal text
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[Hub]:
-    h = new_hub(gpus=2)
-    h.config["hub"]["announcement"] = ANNOUNCEMENT
-    h.config["profiles"] = [
-        {"slug": "cpu", "name": "CPU only (staff)", "gpus": 0, "groups": ["staff"]},
-        {"slug": "gpu1", "name": "One GPU", "gpus": 1, "groups": ["students"]},
-        {"slug": "pair", "name": "Two GPUs", "gpus": 2, "groups": ["students"]},
-    ]
-    try:
-        h.start()
-        h.add_user("alice")
-        h.add_user("bob")
+    def configure(h: Hub) -> None:
+        h.config["hub"]["announcement"] = ANNOUNCEMENT
+        h.config["profiles"] = [
+            {"slug": "cpu", "name": "CPU only (staff)", "gpus": 0, "groups": ["staff"]},
+            {"slug": "gpu1", "name": "One GPU", "gpus": 1, "groups": ["students"]},
+            {"slug": "pair", "name": "Two GPUs", "gpus": 2, "groups": ["students"]},
+        ]
+
+    with running_hub(gpus=2, configure=configure) as h:
         yield h
-    finally:
-        h.cleanup()
 
 
 # -- helpers -----------------------------------------------------------------------------------
