@@ -89,3 +89,6 @@ def load_for_hub(c: Any) -> None:
     cfg = load_config(path)
     records = SQLRecords.from_url(os.environ.get("MLRP_DB_URL") or sqlite_url(cfg.hub.data_dir))
     configure(c, cfg, records)
+    from hub.reconcile import run_in_hub
+
+    run_in_hub(c)

@@ -50,6 +50,7 @@ def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
         "name": p.name,
         "description": p.description,
         "backend": p.backend,
+        "placement": dict(p.placement),
         "image": p.image,
         "image_env": str(cfg.images[p.image].env),
         "gpu_choices": choices,
@@ -113,13 +114,10 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     s = c.MLRPSpawner
     s.records = records
     s.profiles = [profile_dict(p, cfg) for p in cfg.profiles]
-    s.gpu_source = cfg.gpus.source
-    s.gpu_devices = list(cfg.gpus.devices)
     s.accounts_mode = cfg.accounts.mode
     s.account_prefix = cfg.accounts.prefix
     s.home_root = str(cfg.accounts.home_root)
     s.log_dir = str(data / "logs")
-    s.tmp_dir = str(data / "tmp")
     s.umask = cfg.accounts.umask
     s.form_renderer = render_form
     s.poll_interval = h.poll_interval
@@ -127,6 +125,12 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     s.http_timeout = 30
     env_bin = str(cfg.images["default"].env / "bin") if "default" in cfg.images else ""
     s.environment = {"PATH": f"{env_bin}:/usr/local/bin:/usr/bin:/bin".lstrip(":")}
+    local = c.LocalBackend
+    local.gpu_source = cfg.gpus.source
+    local.gpu_devices = list(cfg.gpus.devices)
+    local.tmp_dir = str(data / "tmp")
+    # Reconciliation runs inside the hub, at start and then periodically (hub/reconcile.py).
+    c.MLRPSpawner.reconcile_interval = h.reconcile_interval
     if cfg.accounts.mode == "single-user" and os.getuid() == 0:
         # Developer mode only: JupyterLab refuses root unless told. Labelled in `mlrp up`.
         s.args = ["--ServerApp.allow_root=True"]

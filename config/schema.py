@@ -21,12 +21,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from config.suggest import choices_at, did_you_mean, model_at
+from spawners.backends import available, backend_class
 from spawners.cgroups import memory_size
 
 # Enough for JupyterLab with a dozen kernels each running one thread per core of a 64-core node.
@@ -159,6 +161,13 @@ class HubSection(_Strict):
         10, ge=1, le=3600, description="Seconds between checks that servers are alive."
     )
     start_timeout: int = Field(120, ge=5, le=3600)
+    reconcile_interval: int = Field(
+        60,
+        ge=5,
+        le=3600,
+        description="Seconds between the hub's checks that what placements hold (GPU leases, "
+        "jobs, processes) belongs to a server it runs; the rest is cleaned and logged.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     tls: TLSSection | None = Field(None, description="HTTPS on the hub's address.")
     behind_tls_proxy: bool = Field(
@@ -316,7 +325,16 @@ class ProfileSection(_Strict):
     slug: str = Field(pattern=SLUG_RE)
     name: str = Field(min_length=1, max_length=80)
     description: str = Field("", max_length=400)
-    backend: Literal["local"] = "local"
+    backend: str = Field(
+        "local",
+        description="Where this profile's servers run: a placement backend installed through "
+        "the mlrp.backends entry points (local: this node).",
+    )
+    placement: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The backend's own options for this profile (for slurm: partition, "
+        "walltime…), checked by that backend.",
+    )
     image: str = "default"
     gpus: int | GPUChoices = 0
     cpus: float | None = Field(None, gt=0, le=512)
@@ -347,6 +365,40 @@ class ProfileSection(_Strict):
             )
         return v
 
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        names = available()
+        if v not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ValueError(
+                f"there is no placement backend {v!r}; installed: {known}" + did_you_mean(v, names)
+            )
+        return v
+
+    @field_validator("placement", mode="before")
+    @classmethod
+    def _placement_mapping(cls, v: Any) -> Any:
+        if v is None:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError(f"must be a mapping of the backend's options; got {v!r:.60}")
+        return v
+
+    @field_validator("placement")
+    @classmethod
+    def _placement_options(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        """Checked by the profile's backend (its ProfileOptions model), and normalised."""
+        name = info.data.get("backend")
+        if name is None:
+            return v  # the backend is wrong; its own problem says so
+        backend = backend_class(name)
+        try:
+            options = backend.parse_options(v)
+        except ValidationError as e:
+            raise ValueError(_options_problems(name, e)) from None
+        return options.model_dump(mode="json", exclude_unset=True)
+
     @field_validator("memory", mode="before")
     @classmethod
     def _memory(cls, v: Any) -> Any:
@@ -361,6 +413,22 @@ class ProfileSection(_Strict):
     @property
     def memory_bytes(self) -> int | None:
         return None if self.memory is None else parse_memory(self.memory)
+
+
+def _options_problems(backend: str, error: ValidationError) -> str:
+    """A backend's complaints about `placement:`, one clause per key."""
+    parts = []
+    for e in error.errors():
+        where = ".".join(str(x) for x in e["loc"]) or "(placement)"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"{backend} profiles have no option {where!r}"
+            parts.append(msg)
+            continue
+        if e["type"] == "missing":
+            msg = f"required by {backend} profiles"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
 
 
 class CullerSection(_Strict):

@@ -64,9 +64,7 @@ def _wal(path: Path) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from hub import accounts
-    from hub.reconcile import release_orphan_leases
     from hub.tls import ensure_self_signed, fingerprint
-    from spawners.gpus import GPUAllocator
 
     path = resolve_path(args.config)
     cfg, inventory = load_with_inventory(path)
@@ -77,9 +75,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             "single-user in the YAML (every server then runs as you)."
         )
     records = _records(cfg)
-    released = release_orphan_leases(
-        GPUAllocator(records, inventory), cfg.hub.data_dir / "jupyterhub.sqlite"
-    )
+    # GPU leases and half-started servers a killed hub left are reconciled inside the hub once
+    # it runs (hub/reconcile.py), against its own view of what runs.
     _wal(cfg.hub.data_dir / "jupyterhub.sqlite")
     lines = [
         "",
@@ -97,8 +94,6 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"             SHA-256 {fingerprint(cert)}",
             "             (browsers warn until accepted; tell people this fingerprint)",
         ]
-    if released:
-        lines.append(f"  freed stale GPU leases: {', '.join(released)}")
     if cfg.accounts.mode == "single-user":
         lines.append(
             "  DEVELOPER MODE (accounts.mode: single-user): every server runs as "

@@ -25,18 +25,17 @@ FORMATS = ("html", "json")
 def _inventory_ids(config: Any, usage: Usage) -> list[str]:
     """The hub's own inventory once a spawn has built it; before that, what it will be: NVML's
     GPUs (read just now) unless the YAML says `source: config`, else the configured devices."""
-    try:
-        from spawners.platform import _cache
+    from spawners.backends.local import LocalBackend
+    from spawners.platform import loaded_platforms
 
-        platform = next(iter(_cache.values()), None)
-        if platform is not None:
-            return platform.allocator.ids
-    except ImportError:
-        pass
-    spawner = config.MLRPSpawner
-    if spawner.get("gpu_source", "auto") != "config" and usage.report.state == "ok":
+    for platform in loaded_platforms():
+        local = platform.backends.get(LocalBackend.name)
+        if isinstance(local, LocalBackend):
+            return local.allocator.ids
+    settings = config.LocalBackend
+    if settings.get("gpu_source", "auto") != "config" and usage.report.state == "ok":
         return [g.uuid for g in usage.report.gpus]
-    return [str(d) for d in spawner.get("gpu_devices", [])]
+    return [str(d) for d in settings.get("gpu_devices", [])]
 
 
 class GPUPageHandler(BaseHandler):

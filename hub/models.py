@@ -71,3 +71,14 @@ class LoginAccount(Base):
     created: Mapped[datetime] = mapped_column(DateTime)
     changed: Mapped[datetime] = mapped_column(DateTime)
     email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+
+
+class ServerCheckpoint(Base):
+    """spawners.records.Checkpoint: one row per placed server, its state as JSON."""
+
+    __tablename__ = "server_checkpoints"
+
+    owner: Mapped[str] = mapped_column(String(512), primary_key=True)
+    backend: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(Text)
+    updated: Mapped[datetime] = mapped_column(DateTime)

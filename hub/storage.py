@@ -7,6 +7,7 @@ microseconds on SQLite, so they run inline rather than in a thread pool.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.models import GPULease, RetiredUnixAccount, SpawnEvent, UnixAccount
-from spawners.records import AccountClash, Event, Lease
+from hub.models import GPULease, RetiredUnixAccount, ServerCheckpoint, SpawnEvent, UnixAccount
+from spawners.records import AccountClash, Checkpoint, Event, Lease
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -118,6 +119,26 @@ class SQLRecords:
         with self.session() as s:
             rows = s.scalars(select(GPULease).where(GPULease.node == node)).all()
             return [Lease(r.node, r.device, r.owner, r.since) for r in rows]
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self, owner: str, backend: str, state: dict[str, Any]) -> None:
+        row = {"backend": backend, "state": json.dumps(state), "updated": now()}
+        with self.session() as s, s.begin():
+            found = s.get(ServerCheckpoint, owner)
+            if found is None:
+                s.add(ServerCheckpoint(owner=owner, **row))
+            else:
+                for key, value in row.items():
+                    setattr(found, key, value)
+
+    def checkpoints(self) -> list[Checkpoint]:
+        with self.session() as s:
+            rows = s.scalars(select(ServerCheckpoint)).all()
+            return [Checkpoint(r.owner, r.backend, json.loads(r.state), r.updated) for r in rows]
+
+    def drop_checkpoint(self, owner: str) -> None:
+        with self.session() as s, s.begin():
+            s.execute(delete(ServerCheckpoint).where(ServerCheckpoint.owner == owner))
 
     # -- spawn events ------------------------------------------------------------------------
     def add_event(self, ev: Event) -> None:

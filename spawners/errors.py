@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from tornado import web
 from tornado.log import app_log, gen_log
@@ -18,13 +20,41 @@ from tornado.log import app_log, gen_log
 WARN_REASONS = frozenset({"no-gpus"})
 
 
-class PlacementError(web.HTTPError):
-    """A spawn that cannot go ahead.
+class FailureReason(StrEnum):
+    """Why a spawn failed: the fixed set of labels JupyterHub's spawn metrics
+    (`jupyterhub_server_spawn_duration_seconds{reason=…}`) and our logs use."""
 
-    `jupyterhub_message` (= the tornado log_message, which JupyterHub 5 shows in API errors) is
-    the sentence for the user; `detail` is for the admin only and is logged by MLRPSpawner, never
-    sent to the browser; `failure_reason` is a short label (``no-gpus``, ``bad-options``,
-    ``account``, ``exited``…) for logs and metrics.
+    NO_GPUS = "no-gpus"  # capacity: no free GPU now
+    BAD_OPTIONS = "bad-options"  # the request does not fit the person's profiles
+    IMPOSSIBLE = "impossible"  # can never run where asked (beyond a partition's limits)
+    REJECTED = "rejected"  # the scheduler refused the submission
+    CONFIG = "config"  # the deployment is wrong (a backend not installed…)
+    ACCOUNT = "account"  # the person's Unix account is missing or could not be made
+    EXITED = "exited"  # the server ended before it answered
+    TIMEOUT = "timeout"  # it did not answer in time
+    PORT = "port"  # someone else answered on its address
+    UNREACHABLE = "unreachable"  # the hub cannot reach the node it runs on
+    SCHEDULER = "scheduler"  # the scheduler did not answer
+    INTERNAL = "internal"  # a bug
+
+
+if TYPE_CHECKING:
+    _SpawnFailure = web.HTTPError
+else:
+    try:  # JupyterHub 6: spawn failures with a reason label, no traceback in its log
+        from jupyterhub.spawner import SpawnException as _SpawnFailure
+    except ImportError:  # JupyterHub 5
+        _SpawnFailure = web.HTTPError
+
+
+class PlacementError(_SpawnFailure):
+    """A spawn that cannot go ahead: JupyterHub's SpawnException where the hub has it (6.x),
+    else a Tornado HTTPError with the same attributes.
+
+    `jupyterhub_message` (also `message`, and the tornado log_message JupyterHub 5 shows in API
+    errors) is the sentence for the user; `detail` is for the admin only and is logged by
+    MLRPSpawner, never sent to the browser; `failure_reason` (also `reason`, JupyterHub 6's
+    metrics label) is one of `FailureReason`.
     """
 
     def __init__(
@@ -35,13 +65,20 @@ class PlacementError(web.HTTPError):
         detail: str = "",
         status_code: int = 400,
     ) -> None:
-        super().__init__(status_code, "%s", message)
+        label = FailureReason(reason)  # ValueError for a label outside the fixed set
+        web.HTTPError.__init__(self, status_code, "%s", message)
+        self.message = message
+        self.message_html = ""
+        self.reason = str(label)
         self.jupyterhub_message = message
         self.jupyterhub_html_message: str | None = None
-        self.failure_reason = reason
+        self.failure_reason = str(label)
         self.detail = detail
 
     def __str__(self) -> str:
+        return self.jupyterhub_message
+
+    def get_message(self) -> str:
         return self.jupyterhub_message
 
     @property

@@ -1,27 +1,25 @@
-"""Per-hub-process shared state for all MLRP spawners: records, GPU allocator, accounts policy.
+"""Per-hub-process state shared by every MLRP spawner: the records store, the accounts policy,
+and one `Backend` object per placement backend in use.
 
-Built once from MLRPSpawner's traits (every spawner of a hub shares the same config) and cached,
-so 20 users spawning at once share one allocator and one view of the leases.
+Built once from MLRPSpawner's traits and the hub's config (every spawner of a hub shares them)
+and cached, so 20 users spawning at once share one GPU allocator, one poller per backend and one
+view of the leases. What belongs to one backend (the GPU allocator and cgroups of the local
+backend, the Slurm poller) lives in that backend object, configured by its own traits.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spawners.cgroups import (
-    CgroupSupport,
-    KillSupport,
-    ServerCgroup,
-    probe,
-    probe_fence,
-    probe_kill,
-)
-from spawners.gpus import GPUAllocator, Inventory, load_inventory
-from spawners.isolation import parse_umask, private_tmp_works
-from spawners.records import Records, held_tag
+from traitlets.config import Config
+
+from spawners.backends import Backend, UnknownBackend, backend_class
+from spawners.errors import PlacementError
+from spawners.isolation import parse_umask
+from spawners.records import Records
 
 if TYPE_CHECKING:
     from spawners.spawner import MLRPSpawner
@@ -32,49 +30,39 @@ log = logging.getLogger(__name__)
 @dataclass
 class Platform:
     records: Records
-    allocator: GPUAllocator
     accounts_mode: str
     account_prefix: str
     home_root: Path
     log_dir: Path
-    cgroups: CgroupSupport
-    cgroup_root: Path  # where servers' cgroups are made
-    containment: KillSupport = KillSupport(False, "none", "not probed")
-    tmp_root: Path = Path("/var/lib/mlrp/tmp")  # servers' private temp directories
-    private_mounts: bool = False  # a mount namespace per server (else TMPDIR only)
     umask: int = 0o077
-    kill_timeout: float = 10.0  # how long a stop waits for a server's processes to end
+    config: Config = field(default_factory=Config)  # the hub's; each Backend reads its section
+    extra_backends: dict[str, type[Backend]] = field(default_factory=dict)
+    backends: dict[str, Backend] = field(default_factory=dict)  # made on first use
 
     @property
     def multi_user(self) -> bool:
         return self.accounts_mode == "system"
 
-    def sweep_held(self) -> list[str]:
-        """Free GPUs kept for stopped servers whose leftover processes have ended since.
+    def backend_class(self, name: str) -> type[Backend]:
+        cls = self.extra_backends.get(name)
+        return cls if cls is not None else backend_class(name)
 
-        A stop that cannot kill every process of a server keeps its GPUs under a hold
-        (:func:`held_owner`) instead of handing them to the next person. Called before GPUs
-        are counted or leased, so a hold lasts exactly as long as its processes.
-        """
-        freed: list[str] = []
-        for owner in {lease.owner for lease in self.allocator.leases()}:
-            tag = held_tag(owner)
-            if tag is None:
-                continue
-            group = ServerCgroup.find(tag, self.cgroup_root) if self.containment.enforced else None
-            left = group.pids() if group is not None else []
-            if left:
-                continue
-            if group is not None:
-                group.remove()
-            gpus = self.allocator.release(owner)
-            freed.extend(gpus)
-            log.warning(
-                "Released GPU(s) %s held for server %s: its leftover processes are gone now",
-                ",".join(gpus),
-                tag,
-            )
-        return freed
+    def backend(self, name: str) -> Backend:
+        """The hub's one `Backend` object for `name`, made (configured) on first use."""
+        found = self.backends.get(name)
+        if found is None:
+            try:
+                cls = self.backend_class(name)
+            except UnknownBackend as e:
+                raise PlacementError(
+                    "This profile uses a placement this hub does not have. Tell your "
+                    "administrator.",
+                    reason="config",
+                    detail=str(e),
+                    status_code=500,
+                ) from None
+            found = self.backends[name] = cls(self, config=self.config, log=log)
+        return found
 
 
 _cache: dict[int, Platform] = {}
@@ -90,49 +78,29 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
     key = id(records)
     if key not in _cache:
         _share_hub_log(spawner.log)
-        inventory = load_inventory(spawner.gpu_source, spawner.gpu_devices)
         log_dir = Path(spawner.log_dir)
         log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        cgroup_root = Path(spawner.cgroup_root)
-        support = (
-            probe(cgroup_root)
-            if spawner.enforce_limits
-            else CgroupSupport(False, "none", "disabled")
-        )
-        containment = (
-            probe_kill(cgroup_root)
-            if spawner.enforce_limits
-            else KillSupport(False, "none", "cgroups are disabled (enforce_limits)")
-        )
-        private_mounts, mounts_detail = (
-            private_tmp_works() if spawner.private_tmp else (False, "disabled (private_tmp)")
-        )
         _cache[key] = Platform(
             records=records,
-            allocator=GPUAllocator(records, inventory),
             accounts_mode=spawner.accounts_mode,
             account_prefix=spawner.account_prefix,
             home_root=Path(spawner.home_root),
             log_dir=log_dir,
-            cgroups=support,
-            cgroup_root=cgroup_root,
-            containment=containment,
-            tmp_root=Path(spawner.tmp_dir),
-            private_mounts=private_mounts,
             umask=parse_umask(spawner.umask),
-            kill_timeout=spawner.kill_timeout,
+            config=spawner.config,
+            extra_backends=dict(spawner.backend_classes),
         )
-        log.info(
-            "MLRP platform: %d GPU(s) from %s, accounts=%s, limits: %s",
-            len(inventory.gpus),
-            inventory.source,
-            spawner.accounts_mode,
-            support.detail,
-        )
-        _log_fence(inventory, cgroup_root if spawner.enforce_limits else None)
-        _log_containment(containment, mounts_detail)
-        _cache[key].sweep_held()
     return _cache[key]
+
+
+def loaded_platforms() -> list[Platform]:
+    """The platforms this process has built (one per records store; one in a hub)."""
+    return list(_cache.values())
+
+
+def forget_platforms() -> None:
+    """Drop every cached platform (tests that build several hubs in one process)."""
+    _cache.clear()
 
 
 def _share_hub_log(app_log: logging.Logger) -> None:
@@ -152,31 +120,3 @@ def _share_hub_log(app_log: logging.Logger) -> None:
             ours.addHandler(handler)
         ours.setLevel(app_log.getEffectiveLevel())
         ours.propagate = False
-
-
-def _log_containment(containment: KillSupport, mounts_detail: str) -> None:
-    if containment.enforced:
-        log.info("Stopped servers' processes are ended with %s", containment.detail)
-    else:
-        log.warning(
-            "Containment off: %s; a GPU is handed on when its server's main process ends.",
-            containment.detail,
-        )
-    log.info("Temp files: %s", mounts_detail)
-
-
-def _log_fence(inventory: Inventory, cgroup_root: Path | None) -> None:
-    """Say once, at start, whether GPUs leased to others are denied or only hidden. (GPUs
-    whose device node is unknown were named by load_inventory already.)"""
-    if not inventory.gpus:
-        return
-    fence = probe_fence(cgroup_root) if cgroup_root is not None else None
-    if fence is not None and fence.enforced:
-        log.info("GPU fence: %s denies each server the GPUs leased to others", fence.detail)
-        return
-    why = fence.detail if fence is not None else "limits are disabled (enforce_limits)"
-    log.warning(
-        "GPU fence off: %s. A server is only told its GPUs (CUDA_VISIBLE_DEVICES) and can still "
-        "open the others' device nodes; `mlrp doctor` says what to do.",
-        why,
-    )

@@ -31,6 +31,13 @@ class Profile:
     idle_timeout: int | None = None
     groups: tuple[str, ...] = field(default_factory=tuple)
     max_processes: int | None = None  # tasks (processes and threads) at once; None = no limit
+    # The backend's own options (`placement:` in the YAML), validated by its ProfileOptions;
+    # kept as sorted items so that a Profile stays hashable.
+    placement: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.placement)
 
     def visible_to(self, groups: Iterable[str], admin: bool = False) -> bool:
         return admin or not self.groups or bool(set(self.groups) & set(groups))
@@ -57,6 +64,7 @@ class Profile:
             idle_timeout=d.get("idle_timeout"),
             groups=tuple(d.get("groups", ())),
             max_processes=d.get("max_processes"),
+            placement=tuple(sorted(dict(d.get("placement") or {}).items())),
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 def owner_key(user: str, server: str = "") -> str:
@@ -50,6 +50,18 @@ class Event:
     ready: bool = False
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """What a restarted hub needs to find one server again: written during its start as soon as
+    there is something to find (a pid, a Slurm job id), kept until its teardown has finished.
+    `state` is MLRPSpawner's versioned state (spawners.state)."""
+
+    owner: str
+    backend: str
+    state: dict[str, Any]
+    updated: datetime
+
+
 class AccountClash(Exception):
     """A Unix account is already recorded for a different hub user."""
 
@@ -72,6 +84,15 @@ class Records(Protocol):
     def events(self, owner: str, spawn_id: str | None = None) -> list[Event]:
         """Events of `spawn_id`, or of the owner's most recent spawn when None."""
         ...
+
+    # Checkpoints of placed servers, so that reconciliation finds what a killed hub started.
+    def save_checkpoint(self, owner: str, backend: str, state: dict[str, Any]) -> None:
+        """Insert or replace `owner`'s checkpoint."""
+        ...
+
+    def checkpoints(self) -> list[Checkpoint]: ...
+
+    def drop_checkpoint(self, owner: str) -> None: ...
 
     # The hub-user → Unix-account map, so two hub names can never share an account.
     def unix_account(self, hub_user: str) -> str | None: ...

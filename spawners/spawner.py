@@ -17,17 +17,19 @@ from typing import Any
 
 from jupyterhub.spawner import Spawner
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Dict, Float, List, TraitError, Unicode, default
+from traitlets import Dict, Float, List, TraitError, Unicode, default
 from traitlets import validate as validate_trait
 
-from spawners.backends import BACKENDS, Capacity, PlacementBackend
+from spawners import state as saved_state
+from spawners.backends import Backend, Capacity, PlacedServer, PollStatus
 from spawners.errors import PlacementError, log_refusal
 from spawners.isolation import parse_umask
 from spawners.platform import Platform, platform_for
 from spawners.profiles import OptionsError, Profile, SpawnRequest, form_to_options, parse_request
+from spawners.reconcile import clean_checkpoint
 from spawners.records import Event, owner_key
 
-STATE_VERSION = 1
+STATE_VERSION = saved_state.VERSION
 PATIENCE_AFTER = 60.0
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
@@ -42,8 +44,9 @@ class MLRPSpawner(Spawner):
         config=True,
         help="""Profiles offered on the spawn form, as written by config/render.py from the YAML.
 
-        Each is a dict with slug, name, description, backend, image, image_env, gpu_choices,
-        default_gpus, cpus, memory_bytes, idle_timeout and groups (empty = visible to everyone).
+        Each is a dict with slug, name, description, backend, placement (the backend's own
+        options, checked by it), image, image_env, gpu_choices, default_gpus, cpus,
+        memory_bytes, idle_timeout, max_processes and groups (empty = visible to everyone).
         Example: [{"slug": "gpu1", "name": "1 GPU", "backend": "local",
         "image_env": "/opt/mlrp/venv", "gpu_choices": [1]}]
         """,
@@ -54,17 +57,6 @@ class MLRPSpawner(Spawner):
         config=True,
         help="""Object implementing spawners.records.Records (GPU leases, spawn events, Unix
         accounts). config/jupyterhub_config.py sets it to hub.storage.SQLRecords.""",
-    )
-    gpu_source = Unicode(
-        "auto",
-        config=True,
-        help="auto (NVML if present, else gpu_devices), nvml (required) or config.",
-    )
-    gpu_devices = List(
-        Unicode(),
-        config=True,
-        help="GPU ids or UUIDs used when NVML is absent or gpu_source is 'config'. "
-        "Example: ['0', '1', '2', '3'].",
     )
     accounts_mode = Unicode(
         "system",
@@ -81,17 +73,6 @@ class MLRPSpawner(Spawner):
         config=True,
         help="One log file per server (stdout and stderr), readable by root only.",
     )
-    enforce_limits = Bool(
-        True,
-        config=True,
-        help="Enforce profile CPU and memory limits with cgroups where the node allows it.",
-    )
-    cgroup_root = Unicode(
-        "/sys/fs/cgroup",
-        config=True,
-        help="Where the cgroup filesystem is mounted (v1: one directory per controller below "
-        "it; v2: the unified hierarchy). Servers' groups are made under <root>/.../mlrp/.",
-    )
     umask = Unicode(
         "077",
         config=True,
@@ -99,24 +80,17 @@ class MLRPSpawner(Spawner):
         "creates are theirs alone (0600), also when copied out of their 0700 home; 027 lets "
         "their group read them.",
     )
-    private_tmp = Bool(
-        True,
+    reconcile_interval = Float(
+        60.0,
         config=True,
-        help="Give each server its own /tmp, /var/tmp and /dev/shm (a mount namespace; needs "
-        "root), removed when it stops. False: servers share the node's, with TMPDIR pointing "
-        "to a private directory.",
+        help="Seconds between reconciliation passes inside the hub (hub/reconcile.py): "
+        "servers a killed hub left half-started are cleaned, GPUs nobody holds are freed.",
     )
-    tmp_dir = Unicode(
-        "/var/lib/mlrp/tmp",
+    backend_classes = Dict(
         config=True,
-        help="Where servers' private temp directories live on disk (root-only, 0700).",
-    )
-    kill_timeout = Float(
-        10.0,
-        config=True,
-        help="Seconds a stop waits for every process of the server to end (they are sent "
-        "SIGKILL through its cgroup). Processes still there after that keep the server's GPUs "
-        "held, and the hub log names them.",
+        help="""Placement backends by name beside those installed through the `mlrp.backends`
+        entry points: {"name": BackendClass}. For a site's own backend that is not packaged,
+        and for tests.""",
     )
 
     @validate_trait("umask")
@@ -134,10 +108,12 @@ class MLRPSpawner(Spawner):
         help="Callable(spawner) -> HTML of the spawn form; hub.form.render_form by default.",
     )
 
-    backend: PlacementBackend | None = None
+    placed: PlacedServer | None = None
     spawn_id: str = ""
     request: SpawnRequest | None = None
-    saved_profile: str = ""  # profile slug from saved state, even if the profile was removed
+    saved_request: dict[str, Any] | None = None  # from saved state, even if the profile went
+    unreadable_state: dict[str, Any] | None = None  # saved by another MLRP version: kept as is
+    _poll_doubt: str = ""  # why the last poll could not tell (logged once per change)
 
     @default("default_url")
     def _default_url(self) -> str:
@@ -161,24 +137,15 @@ class MLRPSpawner(Spawner):
         return [p for p in self.all_profiles() if p.visible_to(groups, admin)]
 
     def capacity(self, profile: Profile) -> Capacity:
-        return self._backend_class(profile).capacity(self.platform)
+        return self.backend_for(profile).capacity(profile)
 
     def last_failure(self) -> Event | None:
         events = self.platform.records.events(self.owner)
         failed = [e for e in events if e.failed]
         return failed[-1] if failed else None
 
-    @staticmethod
-    def _backend_class(profile: Profile) -> type[PlacementBackend]:
-        cls = BACKENDS.get(profile.backend)
-        if cls is None:
-            raise PlacementError(
-                f"Profile {profile.name!r} uses placement {profile.backend!r}, which this hub "
-                "does not have. Tell your administrator.",
-                reason="config",
-                status_code=500,
-            )
-        return cls
+    def backend_for(self, profile: Profile) -> Backend:
+        return self.platform.backend(profile.backend)
 
     # -- the form and its validation ---------------------------------------------------------
     @default("options_form")
@@ -197,7 +164,7 @@ class MLRPSpawner(Spawner):
                 request = parse_request(options, visible)
             except OptionsError as e:
                 raise PlacementError(str(e), reason="bad-options") from None
-            self._backend_class(request.profile).precheck(self.platform, request)
+            self.backend_for(request.profile).precheck(request)
         except PlacementError as e:
             if e.expected:
                 log_refusal(self.log, self._log_name, e)
@@ -272,13 +239,15 @@ class MLRPSpawner(Spawner):
     async def start(self) -> str:
         self.spawn_id = uuid.uuid4().hex
         try:
+            await self._clean_stale_checkpoint()
             request = self.validate()
             await self.emit(0, f"Starting {request.profile.name} with {request.gpus} GPU(s).")
-            backend_cls = self._backend_class(request.profile)
-            backend_cls.precheck(self.platform, request)
+            backend = self.backend_for(request.profile)
+            backend.precheck(request)
             self.request = request
-            self.backend = backend_cls(self, self.platform)
-            url = await self.backend.start(request, self.emit)
+            self.placed = backend.server(self)
+            url = await self.placed.start(request, self.emit)
+            await self.checkpoint()
         except asyncio.CancelledError:
             # The hub gave up on this start: end what it started, then free what it took.
             self._background(self._cleanup_failed())
@@ -308,6 +277,23 @@ class MLRPSpawner(Spawner):
             ) from e
         return url
 
+    async def _clean_stale_checkpoint(self) -> None:
+        """A checkpoint left by an earlier server of this owner that nobody cleaned yet (the hub
+        was killed, and reconciliation has not run): clean it before placing a new one, so it
+        can never be overwritten and orphaned."""
+        records = self.platform.records
+        stale = next((c for c in records.checkpoints() if c.owner == self.owner), None)
+        if stale is not None:
+            self.log.warning("Reconcile: %s", await clean_checkpoint(self.platform, stale))
+
+    async def checkpoint(self) -> None:
+        """Record where this server is, so that a hub killed from now on finds it again
+        (reconciliation re-adopts or cleans it). Backends call it as soon as there is something
+        to find (a pid, a job id); start() again once the server is up."""
+        state = self._mlrp_state()
+        if state is not None and self.placed is not None:
+            self.platform.records.save_checkpoint(self.owner, self.placed.name, state)
+
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` to its end even if nobody awaits it (a reference keeps it alive)."""
         task = asyncio.ensure_future(work)
@@ -315,72 +301,139 @@ class MLRPSpawner(Spawner):
         task.add_done_callback(_BACKGROUND.discard)
 
     async def _cleanup_failed(self) -> None:
-        backend = self.backend
-        if backend is None:
-            self.platform.allocator.release(self.owner)
+        placed = self.placed
+        if placed is None:
+            self._forget_holdings()
             return
         try:
-            await backend.stop(now=True)
+            await placed.stop(now=True)
         finally:
-            await backend.teardown()
-            backend.drop_port()  # never routed: nobody can be sent to its port
+            await self._teardown(placed)
+            placed.drop_port()  # never routed: nobody can be sent to its port
+
+    async def _teardown(self, placed: PlacedServer) -> None:
+        await placed.teardown()
+        self.platform.records.drop_checkpoint(self.owner)
+
+    def _forget_holdings(self) -> None:
+        """Nothing is placed (or its state was lost): free whatever the owner still holds."""
+        for backend in list(self.platform.backends.values()):
+            forget = getattr(backend, "forget", None)
+            if forget is not None:
+                forget(self.owner)
 
     async def poll(self) -> int | None:
-        if self.backend is None:
-            return 0
-        status = await self.backend.poll()
-        if status is not None:
-            # Died on its own: end whatever it left and free its GPUs now, not at a later stop.
-            await self.backend.teardown()
-        return status
+        placed = self.placed
+        if placed is None:
+            return None if self.unreadable_state is not None else 0
+        result = await placed.poll()
+        if result.status is PollStatus.UNKNOWN:
+            # Never a reason to stop a server or free what it holds: say so once, ask again.
+            if result.why != self._poll_doubt:
+                self.log.warning(
+                    "Cannot tell whether %s still runs (%s); keeping it", self._log_name, result.why
+                )
+            self._poll_doubt = result.why
+            return None
+        self._poll_doubt = ""
+        if result.status is PollStatus.RUNNING:
+            return None
+        if result.why:
+            self.log.warning("Server %s ended: %s", self._log_name, result.why)
+            await self.emit(100, result.why, failed=True)
+        # Died on its own: end whatever it left and free its GPUs now, not at a later stop.
+        await self._teardown(placed)
+        return result.exit_code
 
     async def stop(self, now: bool = False) -> None:
-        if self.backend is None:
-            self.platform.allocator.release(self.owner)
+        placed = self.placed
+        if placed is None:
+            self._forget_holdings()
             return
         try:
-            await self.backend.stop(now=now)
+            await placed.stop(now=now)
         finally:
-            await self.backend.teardown()
+            await self._teardown(placed)
+
+    async def get_url(self) -> str:
+        """Where the server answers. JupyterHub asks after a restart; for a server whose start
+        the hub did not live to finish, only the placement knows (from its checkpoint)."""
+        url = self.placed.url if self.placed is not None else None
+        return url or str(await super().get_url())
+
+    def report_port(self, port: int) -> None:
+        """The server's job reports the port it listens on (hub/callback_api.py)."""
+        if self.placed is None:
+            raise LookupError("this server is not being started")
+        self.placed.report_port(port)
 
     # -- state that survives a hub restart ---------------------------------------------------
+    def _mlrp_state(self) -> dict[str, Any] | None:
+        if self.placed is None:
+            return self.unreadable_state
+        return {
+            "v": STATE_VERSION,
+            "backend": self.placed.name,
+            "spawn_id": self.spawn_id,
+            "request": self.request.as_user_options() if self.request else self.saved_request,
+            "placement": self.placed.get_state(),
+        }
+
     def get_state(self) -> dict[str, Any]:
         state: dict[str, Any] = super().get_state()
-        if self.backend is not None:
-            state["mlrp"] = {
-                "v": STATE_VERSION,
-                "profile": self.request.profile.slug if self.request else self.saved_profile,
-                "gpus": self.request.gpus if self.request else len(self.backend.gpus),
-                "backend": self.backend.name,
-                "spawn_id": self.spawn_id,
-                "placement": self.backend.get_state(),
-            }
+        ours = self._mlrp_state()
+        if ours is not None:
+            state[saved_state.KEY] = ours
         return state
 
     def load_state(self, state: dict[str, Any]) -> None:
         super().load_state(state)
-        saved = state.get("mlrp")
-        if not saved or saved.get("v") != STATE_VERSION:
+        saved = state.get(saved_state.KEY) or self._checkpointed_state()
+        if not saved:
             return
+        try:
+            current = saved_state.migrate(saved)
+            backend = self.platform.backend(current["backend"])
+        except (saved_state.StateError, PlacementError) as e:
+            # Keep it as it was (get_state hands it back unchanged) and never call the server
+            # gone: an MLRP that can read it, or an admin's `mlrp server clear`, deals with it.
+            why = e.detail if isinstance(e, PlacementError) else str(e)
+            self.log.error("%s: cannot use its saved state (%s); keeping it", self._log_name, why)
+            self.unreadable_state = saved
+            return
+        self.saved_request = current["request"]
+        self.request = self._saved_request(current["request"])
+        self.spawn_id = current.get("spawn_id", "")
+        self.placed = backend.server(self)
+        self.placed.load_state(current["placement"])
+
+    def _checkpointed_state(self) -> dict[str, Any] | None:
+        """JupyterHub saves a spawner's state only once its start has returned. A hub killed
+        during a start restarts with a server row but no state: the checkpoint written during
+        that start is then what finds the server again (poll re-adopts or stops it)."""
+        orm_spawner = getattr(self, "orm_spawner", None)
+        if orm_spawner is None or getattr(orm_spawner, "server", None) is None:
+            return None
+        found = [c for c in self.platform.records.checkpoints() if c.owner == self.owner]
+        return found[0].state if found else None
+
+    def _saved_request(self, options: dict[str, Any]) -> SpawnRequest | None:
+        """The request a running server was started with, if its profile still exists (an
+        admin may have changed or removed it since: the server keeps running regardless)."""
         profiles = {p.slug: p for p in self.all_profiles()}
-        profile = profiles.get(saved["profile"])
-        backend_cls = BACKENDS.get(saved["backend"])
-        if backend_cls is None:
-            self.log.error("%s: unknown backend %r in saved state", self._log_name, saved)
-            return
-        if profile is not None:
-            self.request = SpawnRequest(profile, int(saved.get("gpus", 0)))
-        self.saved_profile = saved["profile"]
-        self.spawn_id = saved.get("spawn_id", "")
-        self.backend = backend_cls(self, self.platform)
-        self.backend.load_state(saved["placement"])
+        profile = profiles.get(str(options.get("profile", "")))
+        if profile is None:
+            return None
+        return SpawnRequest(profile, int(options.get("gpus", 0)))
 
     def clear_state(self) -> None:
         # JupyterHub clears the state after it has removed the server's route: only now may
         # another process answer on the server's port.
-        if self.backend is not None:
-            self.backend.drop_port()
+        if self.placed is not None:
+            self.placed.drop_port()
         super().clear_state()
-        self.backend = None
+        self.placed = None
         self.request = None
+        self.saved_request = None
+        self.unreadable_state = None
         self.spawn_id = ""

@@ -3,8 +3,9 @@
 - `MemoryRecords`: the `spawners.records.Records` interface in memory, with the same rules the
   database enforces (a device is leased to one owner at a time; a Unix account belongs to one hub
   user), and a log of calls so a test can say *when* a lease was released.
-- `scripted_backend(...)`: a `PlacementBackend` whose start succeeds or fails at a chosen point
-  after it took its GPU lease, and whose server is alive until the test says it died.
+- `scripted_backend(...)`: a `Backend` whose servers' start succeeds or fails at a chosen point
+  after it took its GPU lease, and whose server is alive until the test says it died (or the
+  scheduler cannot tell: `unknown()`).
 - `make_spawner(...)`: an `MLRPSpawner` wired to these, as JupyterHub would construct it.
 
 The boundary: no JupyterHub process, proxy or database; what is tested is MLRPSpawner and the
@@ -21,14 +22,14 @@ from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from jupyterhub.objects import Hub
+from traitlets.config import Config
 
-from spawners.backends.base import Capacity, Emit, PlacementBackend
+from spawners.backends.base import Capacity, Emit, PlacedServer, Poll
 from spawners.backends.local import LocalBackend
 from spawners.errors import PlacementError
 from spawners.gpus import NoFreeGPUs
-from spawners.platform import Platform
-from spawners.profiles import SpawnRequest
-from spawners.records import AccountClash, Event, Lease
+from spawners.profiles import Profile, SpawnRequest
+from spawners.records import AccountClash, Checkpoint, Event, Lease
 from spawners.spawner import MLRPSpawner
 
 
@@ -44,7 +45,19 @@ class MemoryRecords:
     event_log: list[Event] = field(default_factory=list)
     accounts: dict[str, str] = field(default_factory=dict)  # hub user → Unix account
     retired: set[str] = field(default_factory=set)  # Unix accounts of removed people
+    saved: dict[str, Checkpoint] = field(default_factory=dict)  # owner → checkpoint
     calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def save_checkpoint(self, owner: str, backend: str, state: dict[str, Any]) -> None:
+        self.calls.append(("save_checkpoint", owner))
+        self.saved[owner] = Checkpoint(owner, backend, state, _now())
+
+    def checkpoints(self) -> list[Checkpoint]:
+        return list(self.saved.values())
+
+    def drop_checkpoint(self, owner: str) -> None:
+        self.calls.append(("drop_checkpoint", owner))
+        self.saved.pop(owner, None)
 
     def lease_gpus(self, owner: str, node: str, candidates: list[str], count: int) -> list[str]:
         self.calls.append(("lease_gpus", owner))
@@ -96,45 +109,56 @@ class MemoryRecords:
         return unix_name in self.retired
 
 
-class ScriptedBackend(PlacementBackend):
-    """Takes its GPU lease like the local backend, then does what `outcome` says:
-
-    "ok" (the server runs until `die()`), "refused" (PlacementError, a 400), "crash"
-    (RuntimeError: an internal error), "hang" (never returns; the hub cancels it).
-    """
+class ScriptedBackend(LocalBackend):
+    """The local backend's allocator and fail-fast, with servers (`ScriptedServer`) that do
+    what `outcome` says: "ok" (the server runs until `die()`), "refused" (PlacementError, a
+    400), "crash" (RuntimeError: an internal error), "hang" (never returns; the hub cancels
+    it)."""
 
     name = "scripted"
     outcome: ClassVar[str] = "ok"
-    instances: ClassVar[list[ScriptedBackend]] = []
+    instances: ClassVar[list[ScriptedServer]] = []
 
-    def __init__(self, spawner: MLRPSpawner, platform: Platform) -> None:
-        super().__init__(spawner, platform)
-        self.leased: list[str] = []
-        self.alive = False
-        self.stops = 0
-        self.teardowns = 0
-        self.instances.append(self)
-
-    @classmethod
-    def capacity(cls, platform: Platform) -> Capacity:
-        alloc = platform.allocator
+    def capacity(self, profile: Profile) -> Capacity:
+        alloc = self.allocator
         return Capacity(alloc.total, len(alloc.free()), False, "scripted")
 
-    @classmethod
-    def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
-        LocalBackend.precheck(platform, request)  # the same fail-fast as the real thing
+    def server(self, spawner: MLRPSpawner) -> ScriptedServer:  # type: ignore[override]
+        server = ScriptedServer(self, spawner)
+        self.instances.append(server)
+        return server
+
+    async def clean(self, placement: Checkpoint) -> str:
+        server = self.server(SimpleNamespace(owner=placement.owner))  # type: ignore[arg-type]
+        server.load_state(placement.state)
+        await server.teardown()
+        return "tore it down"
+
+
+class ScriptedServer(PlacedServer):
+    backend: ScriptedBackend
+
+    def __init__(self, backend: ScriptedBackend, spawner: MLRPSpawner) -> None:
+        super().__init__(backend, spawner)
+        self.leased: list[str] = []
+        self.alive = False
+        self.doubt = ""  # set by unknown(): polls cannot tell
+        self.stops = 0
+        self.teardowns = 0
 
     async def start(self, request: SpawnRequest, emit: Emit) -> str:
         try:
-            self.leased = self.platform.allocator.lease(self.spawner.owner, request.gpus)
+            self.leased = self.backend.allocator.lease(self.spawner.owner, request.gpus)
         except NoFreeGPUs as e:
             raise PlacementError(str(e), reason="no-gpus") from None
         await emit(20, f"Leased GPU {', '.join(self.leased)}.")
-        if self.outcome == "refused":
+        await self.spawner.checkpoint()
+        outcome = self.backend.outcome
+        if outcome == "refused":
             raise PlacementError("The server could not be placed.", reason="exited")
-        if self.outcome == "crash":
+        if outcome == "crash":
             raise RuntimeError("a bug in the backend")
-        if self.outcome == "hang":
+        if outcome == "hang":
             await asyncio.Event().wait()
         self.alive = True
         return "http://127.0.0.1:1"
@@ -143,8 +167,13 @@ class ScriptedBackend(PlacementBackend):
         """The server's process ended on its own (killed, crashed, out of memory)."""
         self.alive = False
 
-    async def poll(self) -> int | None:
-        return None if self.alive else 0
+    def unknown(self, why: str = "the scheduler did not answer") -> None:
+        self.doubt = why
+
+    async def poll(self) -> Poll:
+        if self.doubt:
+            return Poll.unknown(self.doubt)
+        return Poll.running() if self.alive else Poll.gone()
 
     async def stop(self, now: bool = False) -> None:
         self.stops += 1
@@ -152,7 +181,7 @@ class ScriptedBackend(PlacementBackend):
 
     async def teardown(self) -> None:
         self.teardowns += 1
-        self.platform.allocator.release(self.spawner.owner)
+        self.backend.allocator.release(self.spawner.owner)
         self.leased = []
 
     def get_state(self) -> dict[str, Any]:
@@ -168,10 +197,13 @@ class ScriptedBackend(PlacementBackend):
 
 
 def scripted_backend(outcome: str) -> type[ScriptedBackend]:
-    """A ScriptedBackend class with its own outcome and its own list of instances."""
-    return type(
-        f"ScriptedBackend_{outcome}", (ScriptedBackend,), {"outcome": outcome, "instances": []}
-    )
+    """A ScriptedBackend class with its own name, outcome and list of instances."""
+    name = f"scripted-{outcome}"
+    attrs = {"name": name, "outcome": outcome, "instances": []}
+    return type(f"ScriptedBackend_{outcome}", (ScriptedBackend,), attrs)
+
+
+LOCAL_TRAITS = frozenset(LocalBackend.class_trait_names(config=True))
 
 
 def make_spawner(
@@ -188,23 +220,30 @@ def make_spawner(
     hub_user = SimpleNamespace(
         name=user, groups=[], admin=False, url=f"/user/{user}/", escaped_name=user
     )
-    settings: dict[str, Any] = {
-        "records": records,
-        "profiles": profiles,
+    local: dict[str, Any] = {
         "gpu_source": "config",
         "gpu_devices": ["0", "1", "2", "3"] if gpu_devices is None else gpu_devices,
-        "log_dir": str(tmp_path / "logs"),
         "tmp_dir": str(tmp_path / "server-tmp"),
         # Fake images live in tmp_path, under /tmp, which a private /tmp would hide; the mount
         # namespace has its own tests (test_isolation.py).
         "private_tmp": False,
         "enforce_limits": False,
-        "accounts_mode": "single-user",
-        **traits,
     }
+    local.update({k: v for k, v in traits.items() if k in LOCAL_TRAITS})
+    settings: dict[str, Any] = {
+        "records": records,
+        "profiles": profiles,
+        "log_dir": str(tmp_path / "logs"),
+        "accounts_mode": "single-user",
+        **{k: v for k, v in traits.items() if k not in LOCAL_TRAITS},
+    }
+    # The backends' traits come from the hub's config, as in a hub (ScriptedBackend is a
+    # LocalBackend, so it reads this section too).
+    config = Config({"LocalBackend": local})
     return MLRPSpawner(
         user=hub_user,
         hub=Hub(ip="127.0.0.1", port=8081, base_url="/hub/"),
         orm_spawner=SimpleNamespace(name=server, server=None, state=None),  # .name is read here
+        config=config,
         **settings,
     )

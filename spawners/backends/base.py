@@ -1,9 +1,18 @@
-"""What every placement backend provides to MLRPSpawner.
+"""The placement-backend seam: what every backend provides, in two parts.
 
-One backend object exists per user server (like a Spawner), created by MLRPSpawner when it knows
-the profile. It may wrap an ecosystem spawner (LocalProcessSpawner, batchspawner, DockerSpawner)
-as a *child* and add what that lacks. Shared per-process things (GPU allocator, pollers) live in
-`spawners.platform.Platform`, reached through `self.platform`.
+- `Backend`: ONE object per hub and backend (a traitlets `LoggingConfigurable`). It carries the
+  backend's own admin settings as traits (``c.LocalBackend.gpu_devices``, ``c.SlurmBackend.…``),
+  validates the backend-specific part of a profile (`ProfileOptions`, a pydantic model: the one
+  source of truth for those YAML keys), and owns what its servers share: the GPU allocator, a
+  `SharedPoller`, the scheduler's partitions. Found by name through the ``mlrp.backends`` entry
+  point group (spawners.backends.backend_class).
+- `PlacedServer`: one object per user server, made by `Backend.server(spawner)`. It starts,
+  polls, stops and tears down that server, and saves what a restarted hub needs to find it again
+  (`get_state`). It may wrap an ecosystem spawner (LocalProcessSpawner, DockerSpawner) as a child.
+
+A poll has three answers (`Poll`): running, gone, or unknown. Unknown (the scheduler did not
+answer, a command failed) never stops a server or frees what it holds; MLRPSpawner tells
+JupyterHub "still running" and the next poll asks again.
 """
 
 from __future__ import annotations
@@ -11,11 +20,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from traitlets.config import LoggingConfigurable
 
 if TYPE_CHECKING:
     from spawners.platform import Platform
-    from spawners.profiles import SpawnRequest
+    from spawners.profiles import Profile, SpawnRequest
+    from spawners.records import Checkpoint
     from spawners.spawner import MLRPSpawner
 
 Emit = Callable[[int, str], Awaitable[None]]
@@ -29,30 +43,107 @@ class Capacity:
     gpus_free: int
     limits_enforced: bool
     limits_note: str
+    queue_note: str = ""  # e.g. "3 jobs waiting on partition gpu" (schedulers only)
 
 
-class PlacementBackend(ABC):
-    name: str = ""
+class PollStatus(Enum):
+    RUNNING = "running"
+    GONE = "gone"
+    UNKNOWN = "unknown"
 
-    def __init__(self, spawner: MLRPSpawner, platform: Platform) -> None:
-        self.spawner = spawner
+
+@dataclass(frozen=True)
+class Poll:
+    """A backend's answer to "is this server still there?"."""
+
+    status: PollStatus
+    exit_code: int = 0  # for GONE: what JupyterHub is told (0 when the backend cannot know)
+    why: str = ""  # for GONE and UNKNOWN: a sentence for the log and the person
+
+    @classmethod
+    def running(cls) -> Poll:
+        return cls(PollStatus.RUNNING)
+
+    @classmethod
+    def gone(cls, exit_code: int = 0, why: str = "") -> Poll:
+        return cls(PollStatus.GONE, exit_code, why)
+
+    @classmethod
+    def unknown(cls, why: str) -> Poll:
+        return cls(PollStatus.UNKNOWN, 0, why)
+
+
+class NoOptions(BaseModel):
+    """A backend whose profiles take no `placement:` keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Backend(LoggingConfigurable):
+    """Per-hub state and settings of one placement backend. Subclasses set `name` (the YAML's
+    ``backend:`` value, also the entry point's name) and may set `ProfileOptions`."""
+
+    name: ClassVar[str] = ""
+    ProfileOptions: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, platform: Platform, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.platform = platform
 
     @classmethod
-    @abstractmethod
-    def capacity(cls, platform: Platform) -> Capacity: ...
+    def parse_options(cls, data: Any) -> BaseModel:
+        """A profile's `placement:` mapping, validated (pydantic ValidationError if not)."""
+        return cls.ProfileOptions.model_validate(data or {})
 
-    @classmethod
-    def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
+    @abstractmethod
+    def capacity(self, profile: Profile) -> Capacity: ...
+
+    def precheck(self, request: SpawnRequest) -> None:
         """Fail fast (raise PlacementError) before a spawn starts; must not take anything."""
         return None
 
     @abstractmethod
-    async def start(self, request: SpawnRequest, emit: Emit) -> str:
-        """Place and start the server; return its URL once it accepts connections."""
+    def server(self, spawner: MLRPSpawner) -> PlacedServer:
+        """A fresh handle for one user server (nothing started yet)."""
+
+    async def clean(self, placement: Checkpoint) -> str:
+        """End and free what `placement` (a checkpoint of a server JupyterHub no longer runs)
+        still holds; return a sentence for the log saying what was done. Idempotent."""
+        return "nothing to clean"
+
+    async def reconcile(self, live_owners: set[str]) -> list[str]:
+        """Free what no server holds any more (`live_owners`: servers JupyterHub runs or starts,
+        plus checkpoints still being cleaned); return sentences for the log."""
+        return []
+
+    async def close(self) -> None:
+        """Stop background work (pollers) at hub shutdown or in tests."""
+        return None
+
+
+class PlacedServer(ABC):
+    """One user server as placed by a backend."""
+
+    def __init__(self, backend: Backend, spawner: MLRPSpawner) -> None:
+        self.backend = backend
+        self.spawner = spawner
+
+    @property
+    def platform(self) -> Platform:
+        return self.backend.platform
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
 
     @abstractmethod
-    async def poll(self) -> int | None: ...
+    async def start(self, request: SpawnRequest, emit: Emit) -> str:
+        """Place and start the server; return its URL once it accepts connections. Call
+        `self.spawner.checkpoint()` as soon as there is something a restarted hub must find
+        again (a pid, a job id)."""
+
+    @abstractmethod
+    async def poll(self) -> Poll: ...
 
     @abstractmethod
     async def stop(self, now: bool = False) -> None: ...
@@ -64,10 +155,20 @@ class PlacementBackend(ABC):
         from everyone else, and the admin log says why. Idempotent; safe to run concurrently
         (a poll finding the server dead while a stop runs)."""
 
+    @property
+    def url(self) -> str | None:
+        """Where the server answers, if known from the state (a restarted hub asks)."""
+        return None
+
     def drop_port(self) -> None:
         """Let go of the server's address once the hub no longer routes to it (see
         spawners.custody); until then nobody else may answer there."""
         return None
+
+    def report_port(self, port: int) -> None:
+        """The server's job told the hub its port (hub/callback_api.py). Backends whose server
+        picks its own port override this; the others refuse."""
+        raise LookupError("this server does not report its port")
 
     @abstractmethod
     def get_state(self) -> dict[str, Any]: ...

@@ -11,31 +11,44 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import signal
 import socket
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Int, List, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
 
 from spawners.accounts import Account, AccountError, current_account, ensure_account, server_tag
 from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
-from spawners.backends.base import Capacity, Emit, PlacementBackend
-from spawners.cgroups import Limits, ServerCgroup
+from spawners.backends.base import Backend, Capacity, Emit, PlacedServer, Poll
+from spawners.cgroups import (
+    CgroupSupport,
+    KillSupport,
+    Limits,
+    ServerCgroup,
+    probe,
+    probe_fence,
+    probe_kill,
+)
 from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
 from spawners.errors import PlacementError
-from spawners.gpus import NoFreeGPUs
-from spawners.isolation import PrivateTmp, shm_size
-from spawners.platform import Platform
-from spawners.profiles import SpawnRequest
-from spawners.records import AccountClash, held_owner
+from spawners.gpus import GPUAllocator, Inventory, NoFreeGPUs, load_inventory
+from spawners.isolation import PrivateTmp, private_tmp_works, shm_size
+from spawners.profiles import Profile, SpawnRequest
+from spawners.records import AccountClash, Checkpoint, held_owner, held_tag
+
+if TYPE_CHECKING:
+    from spawners.platform import Platform
+    from spawners.spawner import MLRPSpawner
 
 LOG_TAIL_BYTES = 2000
 # Readiness checks: (shortest step, longest step, share of the time waited so far), while CPUs
@@ -196,11 +209,192 @@ def _tail(path: Path) -> str:
         return ""
 
 
-class LocalBackend(PlacementBackend):
+class LocalBackend(Backend):
+    """Servers on the hub's own node. Owns the node's GPU allocator, what the node allows for
+    containment (cgroups, mount namespaces), and the sweep of GPUs held for leftovers."""
+
     name = "local"
 
-    def __init__(self, spawner: Any, platform: Platform) -> None:
-        super().__init__(spawner, platform)
+    gpu_source = Enum(
+        ["auto", "nvml", "config"],
+        "auto",
+        config=True,
+        help="Where the node's GPUs come from: auto (NVML if present, else gpu_devices), nvml "
+        "(required) or config (gpu_devices only).",
+    )
+    gpu_devices = List(
+        Unicode(),
+        config=True,
+        help="GPU ids or UUIDs used when NVML is absent or gpu_source is 'config'. "
+        "Example: ['0', '1', '2', '3'].",
+    )
+    enforce_limits = Bool(
+        True,
+        config=True,
+        help="Enforce profile CPU and memory limits with cgroups where the node allows it.",
+    )
+    cgroup_root = Unicode(
+        "/sys/fs/cgroup",
+        config=True,
+        help="Where the cgroup filesystem is mounted (v1: one directory per controller below "
+        "it; v2: the unified hierarchy). Servers' groups are made under <root>/.../mlrp/.",
+    )
+    private_tmp = Bool(
+        True,
+        config=True,
+        help="Give each server its own /tmp, /var/tmp and /dev/shm (a mount namespace; needs "
+        "root), removed when it stops. False: servers share the node's, with TMPDIR pointing "
+        "to a private directory.",
+    )
+    tmp_dir = Unicode(
+        "/var/lib/mlrp/tmp",
+        config=True,
+        help="Where servers' private temp directories live on disk (root-only, 0700).",
+    )
+    kill_timeout = Float(
+        10.0,
+        config=True,
+        help="Seconds a stop waits for every process of the server to end (they are sent "
+        "SIGKILL through its cgroup). Processes still there after that keep the server's GPUs "
+        "held, and the hub log names them.",
+    )
+
+    def __init__(self, platform: Platform, **kwargs: Any) -> None:
+        super().__init__(platform, **kwargs)
+        inventory = load_inventory(self.gpu_source, self.gpu_devices)
+        self.allocator = GPUAllocator(platform.records, inventory)
+        self.cgroup_root_path = root = Path(self.cgroup_root)
+        self.cgroups = (
+            probe(root) if self.enforce_limits else CgroupSupport(False, "none", "disabled")
+        )
+        self.containment = (
+            probe_kill(root)
+            if self.enforce_limits
+            else KillSupport(False, "none", "cgroups are disabled (enforce_limits)")
+        )
+        self.private_mounts, mounts_detail = (
+            private_tmp_works() if self.private_tmp else (False, "disabled (private_tmp)")
+        )
+        self.tmp_root = Path(self.tmp_dir)
+        self.log.info(
+            "MLRP local placement: %d GPU(s) from %s, accounts=%s, limits: %s",
+            len(inventory.gpus),
+            inventory.source,
+            platform.accounts_mode,
+            self.cgroups.detail,
+        )
+        _log_fence(self.log, inventory, root if self.enforce_limits else None)
+        _log_containment(self.log, self.containment, mounts_detail)
+        self.sweep_held()
+
+    # -- capacity & fail-fast ----------------------------------------------------------------
+    def capacity(self, profile: Profile) -> Capacity:
+        self.sweep_held()
+        alloc = self.allocator
+        return Capacity(
+            gpus_total=alloc.total,
+            gpus_free=len(alloc.free()),
+            limits_enforced=self.cgroups.enforced,
+            limits_note=self.cgroups.detail,
+        )
+
+    def precheck(self, request: SpawnRequest) -> None:
+        if request.gpus:
+            self.sweep_held()
+        try:
+            self.allocator.check(request.gpus)
+        except NoFreeGPUs as e:
+            raise PlacementError(str(e), reason="no-gpus") from None
+
+    def server(self, spawner: MLRPSpawner) -> LocalServer:
+        return LocalServer(self, spawner)
+
+    def sweep_held(self) -> list[str]:
+        """Free GPUs kept for stopped servers whose leftover processes have ended since.
+
+        A stop that cannot kill every process of a server keeps its GPUs under a hold
+        (:func:`held_owner`) instead of handing them to the next person. Called before GPUs
+        are counted or leased, so a hold lasts exactly as long as its processes.
+        """
+        freed: list[str] = []
+        for owner in {lease.owner for lease in self.allocator.leases()}:
+            tag = held_tag(owner)
+            if tag is None:
+                continue
+            enforced = self.containment.enforced
+            group = ServerCgroup.find(tag, self.cgroup_root_path) if enforced else None
+            left = group.pids() if group is not None else []
+            if left:
+                continue
+            if group is not None:
+                group.remove()
+            gpus = self.allocator.release(owner)
+            freed.extend(gpus)
+            self.log.warning(
+                "Released GPU(s) %s held for server %s: its leftover processes are gone now",
+                ",".join(gpus),
+                tag,
+            )
+        return freed
+
+    # -- reconciliation ----------------------------------------------------------------------
+    async def clean(self, placement: Checkpoint) -> str:
+        """A server the hub no longer runs (it was killed mid-start): end its processes through
+        its cgroup, then free its GPUs, CPUs and temp files, as a stop would have."""
+        server = LocalServer(self, _Orphan(placement.owner))
+        server.load_holdings(placement.state)
+        if server.cgroup is None:
+            _kill_own_process(placement.state, self.log)
+        await server.teardown()
+        return "ended its processes and freed what it held"
+
+    async def reconcile(self, live_owners: set[str]) -> list[str]:
+        self.sweep_held()
+        stale = self.allocator.release_all_except(live_owners)
+        return [
+            f"freed GPU {lease.device} held by {lease.owner}, which has no server"
+            for lease in stale
+        ]
+
+    def forget(self, owner: str) -> list[str]:
+        """Free GPUs `owner` holds though it has no placed server (state lost)."""
+        return self.allocator.release(owner)
+
+
+def _kill_own_process(state: dict[str, Any], log: logging.Logger) -> None:
+    """Without a cgroup, the checkpointed server's main process is found by pid: killed only
+    if that pid still runs as the server's account (a pid is reused once the process ends)."""
+    pid, uid = state.get("pid"), state.get("uid")
+    if not pid:
+        return
+    try:
+        owner_uid = os.stat(f"/proc/{int(pid)}").st_uid
+    except OSError:
+        return  # gone
+    if uid is not None and owner_uid != uid:
+        return
+    try:
+        os.kill(int(pid), signal.SIGKILL)
+        log.info("Killed process %s of a server the hub no longer runs", pid)
+    except OSError:
+        pass
+
+
+@dataclass
+class _Orphan:
+    """Stands in for the spawner of a checkpointed server the hub no longer knows: what
+    LocalServer.teardown reads of it (owner, log, name)."""
+
+    owner: str
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger(__name__))
+    name: str = ""
+
+
+class LocalServer(PlacedServer):
+    backend: LocalBackend
+
+    def __init__(self, backend: LocalBackend, spawner: MLRPSpawner | _Orphan) -> None:
+        super().__init__(backend, spawner)  # type: ignore[arg-type]  # an _Orphan only tears down
         self.child: LocalServerSpawner | None = None
         self.leased: list[str] = []
         self.unix_name = ""
@@ -213,27 +407,6 @@ class LocalBackend(PlacementBackend):
         self.pinned: Placement | None = None  # the CPUs the server runs on (spawners.affinity)
         self._teardown: asyncio.Future[None] | None = None
 
-    # -- capacity & fail-fast ----------------------------------------------------------------
-    @classmethod
-    def capacity(cls, platform: Platform) -> Capacity:
-        platform.sweep_held()
-        alloc = platform.allocator
-        return Capacity(
-            gpus_total=alloc.total,
-            gpus_free=len(alloc.free()),
-            limits_enforced=platform.cgroups.enforced,
-            limits_note=platform.cgroups.detail,
-        )
-
-    @classmethod
-    def precheck(cls, platform: Platform, request: SpawnRequest) -> None:
-        if request.gpus:
-            platform.sweep_held()
-        try:
-            platform.allocator.check(request.gpus)
-        except NoFreeGPUs as e:
-            raise PlacementError(str(e), reason="no-gpus") from None
-
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     def owner(self) -> str:
@@ -242,6 +415,11 @@ class LocalBackend(PlacementBackend):
     @property
     def gpus(self) -> list[str]:
         return list(self.leased)
+
+    @property
+    def url(self) -> str | None:
+        port = self.child.port if self.child is not None else 0
+        return f"http://127.0.0.1:{port}" if port else None
 
     async def _account(self, emit: Emit) -> Account:
         p = self.platform
@@ -266,10 +444,10 @@ class LocalBackend(PlacementBackend):
         return account
 
     async def start(self, request: SpawnRequest, emit: Emit) -> str:
-        p = self.platform
+        p, b = self.platform, self.backend
         if request.gpus:
             try:
-                self.leased = p.allocator.lease(self.owner, request.gpus)
+                self.leased = b.allocator.lease(self.owner, request.gpus)
             except NoFreeGPUs as e:
                 raise PlacementError(str(e), reason="no-gpus") from None
             await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
@@ -279,12 +457,12 @@ class LocalBackend(PlacementBackend):
         self.tag = server_tag(account.name, self.spawner.name or "")
         self._make_cgroup(request)
         memory = request.profile.memory_bytes
-        self.tmp = PrivateTmp(p.tmp_root, self.tag, account.uid, account.gid, shm_size(memory))
+        self.tmp = PrivateTmp(b.tmp_root, self.tag, account.uid, account.gid, shm_size(memory))
         await asyncio.to_thread(self.tmp.prepare)  # may delete a large leftover tree
         steps = [self.cgroup.preexec_join()] if self.cgroup else []
-        if p.private_mounts:
+        if b.private_mounts:
             steps.append(self.tmp.preexec_mounts())
-        placer = placer_for(p)
+        placer = placer_for(b)
         self.pinned = placer.place(self.owner, request.profile.cpus)
         if self.pinned is not None:
             steps.append(preexec_pin(self.pinned.cpus))
@@ -300,7 +478,7 @@ class LocalBackend(PlacementBackend):
         env.update(display_env(request.profile.cpus, memory))
         env.update(HOME=str(account.home), USER=account.name, LOGNAME=account.name)
         env.setdefault("SHELL", "/bin/bash")
-        if not p.private_mounts:
+        if not b.private_mounts:
             env.update(self.tmp.env())
         log_path = p.log_dir / f"{self.tag}.log"
         self.child = child = LocalServerSpawner(
@@ -323,6 +501,7 @@ class LocalBackend(PlacementBackend):
             await child.start()
         finally:
             os.close(fd)
+        await self.spawner.checkpoint()  # a hub killed from here on finds the process again
         await emit(50, f"JupyterLab started (pid {child.pid}); waiting for it to listen.")
         await self._wait_listening(child, port, log_path)
         self._take_port(child.pid, port)
@@ -389,10 +568,10 @@ class LocalBackend(PlacementBackend):
     def _make_cgroup(self, request: SpawnRequest) -> None:
         """Every server gets a cgroup where the node allows: it bounds the server's resources,
         and it is how a stop finds every process the server started, however detached."""
-        p, prof = self.platform, request.profile
-        if not (p.containment.enforced or p.cgroups.enforced):
+        b, prof = self.backend, request.profile
+        if not (b.containment.enforced or b.cgroups.enforced):
             return
-        others = [g for g in p.allocator.inventory.gpus if g.id not in self.leased]
+        others = [g for g in b.allocator.inventory.gpus if g.id not in self.leased]
         denied = tuple(rule for g in others if (rule := g.device_rule) is not None)
         limits = Limits(
             cpus=prof.cpus,
@@ -400,7 +579,7 @@ class LocalBackend(PlacementBackend):
             max_processes=prof.max_processes,
             denied_devices=denied,
         )
-        self.cgroup = ServerCgroup.create(self.tag, limits, root=p.cgroup_root)
+        self.cgroup = ServerCgroup.create(self.tag, limits, root=b.cgroup_root_path)
 
     async def _wait_listening(self, child: LocalServerSpawner, port: int, log_path: Path) -> None:
         """Return once the server accepts connections; fail fast if it exits, or at the timeout.
@@ -440,13 +619,17 @@ class LocalBackend(PlacementBackend):
                 shortest, longest, share = PORT_CHECK_STEPS[run_queue.oversubscribed()]
                 await asyncio.sleep(min(longest, max(shortest, (now - started) * share)))
 
-    async def poll(self) -> int | None:
+    async def poll(self) -> Poll:
+        """Whether the process runs: a local, exact answer (never unknown). The hub hears of
+        an exit at once through the ExitWatcher; this is JupyterHub's periodic check."""
         if self.child is None:
-            return 0
+            return Poll.gone()
         status = await self.child.poll()
-        if status is None and self.watcher is None and self.child.pid:
-            self._readopt()
-        return status
+        if status is None:
+            if self.watcher is None and self.child.pid:
+                self._readopt()
+            return Poll.running()
+        return Poll.gone(status)
 
     def _readopt(self) -> None:
         """After a hub restart: hold the running server's port again and watch its exit."""
@@ -477,25 +660,25 @@ class LocalBackend(PlacementBackend):
         if self.watcher is not None:
             self.watcher.close()
         left = await self._end_processes()
-        p, log = self.platform, self.spawner.log
+        b, log = self.backend, self.spawner.log
         # Leftovers stuck in the kernel use no CPU: the CPUs go back either way.
         self._unpin()
         if left:
-            held = p.allocator.hold(self.owner, held_owner(self.tag)) if self.leased else []
+            held = b.allocator.hold(self.owner, held_owner(self.tag)) if self.leased else []
             log.error(
                 "Server %s left processes %s that did not end within %.1f s of SIGKILL (stuck "
                 "in the kernel?). GPU(s) %s stay fenced off until they end; its cgroup %s and "
                 "temp files stay too.",
                 self.owner,
                 ", ".join(map(str, left)),
-                p.kill_timeout,
+                b.kill_timeout,
                 ",".join(held) or "(none)",
                 self.tag,
             )
             self.leased = []
             return
         if self.leased:
-            freed = p.allocator.release(self.owner)
+            freed = b.allocator.release(self.owner)
             log.info(
                 "Released GPU(s) %s of %s: none of its server's processes is left",
                 ",".join(freed),
@@ -511,7 +694,7 @@ class LocalBackend(PlacementBackend):
 
     def _unpin(self) -> None:
         if self.pinned is not None:
-            placer_for(self.platform).release(self.owner, self.pinned)
+            placer_for(self.backend).release(self.owner, self.pinned)
             self.pinned = None
 
     async def _end_processes(self) -> list[int]:
@@ -521,7 +704,7 @@ class LocalBackend(PlacementBackend):
         if group is None:
             return []
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.platform.kill_timeout
+        deadline = loop.time() + self.backend.kill_timeout
         pause = 0.01
         while True:
             try:
@@ -563,19 +746,7 @@ class LocalBackend(PlacementBackend):
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.leased = list(state.get("gpus", []))
-        self.unix_name = state.get("unix_name", "")
-        self.uid = state.get("uid")
-        self.tag = state.get("tag", "")
-        if self.tag:  # only removed after a restart: ids and size no longer matter
-            self.tmp = PrivateTmp(self.platform.tmp_root, self.tag, -1, -1, None)
-        self.pinned = Placement.from_state(state.get("affinity"))
-        if self.pinned is not None:
-            placer_for(self.platform).adopt(self.owner, self.pinned)
-        saved_cgroup = state.get("cgroup")
-        if saved_cgroup:
-            name, kind, paths = saved_cgroup
-            self.cgroup = ServerCgroup(name, kind, tuple(Path(p) for p in paths))
+        self.load_holdings(state)
         if state.get("pid"):
             child = LocalServerSpawner(
                 user=self.spawner.user,
@@ -586,3 +757,48 @@ class LocalBackend(PlacementBackend):
             child.pid = int(state["pid"])
             child.port = int(state.get("port") or 0)
             self.child = child
+
+    def load_holdings(self, state: dict[str, Any]) -> None:
+        """What the server holds (GPUs, CPUs, cgroup, temp files), without its process: all a
+        teardown needs."""
+        self.leased = list(state.get("gpus", []))
+        self.unix_name = state.get("unix_name", "")
+        self.uid = state.get("uid")
+        self.tag = state.get("tag", "")
+        if self.tag:  # only removed after a restart: ids and size no longer matter
+            self.tmp = PrivateTmp(self.backend.tmp_root, self.tag, -1, -1, None)
+        self.pinned = Placement.from_state(state.get("affinity"))
+        if self.pinned is not None:
+            placer_for(self.backend).adopt(self.owner, self.pinned)
+        saved_cgroup = state.get("cgroup")
+        if saved_cgroup:
+            name, kind, paths = saved_cgroup
+            self.cgroup = ServerCgroup(name, kind, tuple(Path(p) for p in paths))
+
+
+def _log_containment(log: logging.Logger, containment: KillSupport, mounts_detail: str) -> None:
+    if containment.enforced:
+        log.info("Stopped servers' processes are ended with %s", containment.detail)
+    else:
+        log.warning(
+            "Containment off: %s; a GPU is handed on when its server's main process ends.",
+            containment.detail,
+        )
+    log.info("Temp files: %s", mounts_detail)
+
+
+def _log_fence(log: logging.Logger, inventory: Inventory, cgroup_root: Path | None) -> None:
+    """Say once, at start, whether GPUs leased to others are denied or only hidden. (GPUs
+    whose device node is unknown were named by load_inventory already.)"""
+    if not inventory.gpus:
+        return
+    fence = probe_fence(cgroup_root) if cgroup_root is not None else None
+    if fence is not None and fence.enforced:
+        log.info("GPU fence: %s denies each server the GPUs leased to others", fence.detail)
+        return
+    why = fence.detail if fence is not None else "limits are disabled (enforce_limits)"
+    log.warning(
+        "GPU fence off: %s. A server is only told its GPUs (CUDA_VISIBLE_DEVICES) and can still "
+        "open the others' device nodes; `mlrp doctor` says what to do.",
+        why,
+    )

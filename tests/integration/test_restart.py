@@ -1,9 +1,11 @@
 """Hub restart with running servers: the survivors are re-adopted with their GPU leases; a server
 killed while the hub was down is cleaned up and its lease freed; a lease no server holds (the hub
-died between lease and start) is freed at start-up."""
+died between lease and start) is freed at start-up. A hub killed (SIGKILL) in the middle of a
+start finds the server again from its checkpoint: re-adopted if it comes up, else cleaned."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -12,7 +14,7 @@ from datetime import datetime
 
 import pytest
 import requests
-from harness import Hub, running_hub
+from harness import Hub, gate_path, running_hub
 
 pytestmark = [pytest.mark.e2e]
 
@@ -101,3 +103,65 @@ def test_restart_readopts_survivors_and_cleans_up_the_dead(restart_hub: Hub) -> 
     assert r.status_code in (201, 202), r.text
     bob_device = next(d for d, o in hub.leases().items() if o == "bob/")
     assert bob_device != device
+
+
+def _kill_hub(hub: Hub) -> None:
+    """SIGKILL the hub (no clean-up of its own), then stop its orphaned proxy by PID."""
+    assert hub.proc is not None
+    hub.proc.kill()
+    hub.proc.wait(timeout=10)
+    try:
+        os.kill(int((hub.data_dir / "proxy.pid").read_text().strip()), signal.SIGTERM)
+    except (OSError, ValueError):
+        pass
+
+
+def _start_gated(hub: Hub) -> int:
+    """admin starts the gated profile; returns the server's pid once its process runs (the
+    checkpoint is written) while it still waits at the closed gate."""
+    gate = gate_path(hub.data_dir)
+    gate.unlink(missing_ok=True)
+    r = hub.api("POST", "/users/admin/server", json={"profile": "gated"})
+    assert r.status_code == 202, r.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with hub.db() as c:
+            row = c.execute("SELECT state FROM server_checkpoints WHERE owner='admin/'").fetchone()
+        if row and json.loads(row[0])["placement"].get("pid"):
+            return int(json.loads(row[0])["placement"]["pid"])
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint with a pid:\n{hub.log()[-2000:]}")
+
+
+def test_a_hub_killed_mid_start_re_adopts_a_server_that_comes_up(restart_hub: Hub) -> None:
+    hub = restart_hub
+    pid = _start_gated(hub)
+    device = next(d for d, o in hub.leases().items() if o == "admin/")
+    _kill_hub(hub)
+    gate_path(hub.data_dir).touch()  # the server comes up while no hub runs
+    hub.start()
+    server = hub.wait_ready("admin", timeout=60)
+    assert server["url"] == "/user/admin/"
+    assert hub.server_pid("admin") == pid or _alive(pid), "the same process, re-adopted"
+    assert hub.leases().get(device) == "admin/", "it keeps its GPU"
+    assert _reachable(hub, "admin", hub.user_token("admin")) == 200
+    hub.stop_server("admin")
+    assert "admin/" not in hub.leases().values()
+
+
+def test_a_hub_killed_mid_start_cleans_a_server_that_never_came_up(restart_hub: Hub) -> None:
+    hub = restart_hub
+    pid = _start_gated(hub)
+    _kill_hub(hub)
+    hub.start()  # the gate stays closed: the server never answers
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        servers = hub.api("GET", "/users/admin").json().get("servers", {})
+        if not servers and "admin/" not in hub.leases().values() and not _alive(pid):
+            break
+        time.sleep(0.5)
+    assert hub.api("GET", "/users/admin").json().get("servers") == {}
+    assert "admin/" not in hub.leases().values(), "its GPU is freed"
+    assert not _alive(pid), "its process is ended, never orphaned"
+    with hub.db() as c:
+        assert c.execute("SELECT count(*) FROM server_checkpoints").fetchone()[0] == 0

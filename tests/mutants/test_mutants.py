@@ -41,13 +41,15 @@ class Mutant:
 
 LIFECYCLE = "tests/unit/test_lifecycle.py"
 LOCAL = "tests/unit/test_local_backend.py"
+RECONCILE = "tests/unit/test_reconcile.py"
 MUTANTS = [
     Mutant(
         "failed-start-keeps-lease",
         "a failed start releases its GPU lease",
         "spawners/spawner.py",
-        "        finally:\n            await backend.teardown()\n            backend.drop_port()",
-        "        finally:\n            backend.drop_port()",
+        "        finally:\n            await self._teardown(placed)\n"
+        "            placed.drop_port()",
+        "        finally:\n            placed.drop_port()",
         (f"{LIFECYCLE}::test_a_failed_start_releases_its_lease_before_it_returns",),
     ),
     Mutant(
@@ -62,18 +64,18 @@ MUTANTS = [
         "stop-keeps-lease",
         "stop() releases",
         "spawners/spawner.py",
-        "            await self.backend.stop(now=now)\n        finally:\n"
-        "            await self.backend.teardown()",
-        "            await self.backend.stop(now=now)\n        finally:\n            pass",
+        "            await placed.stop(now=now)\n        finally:\n"
+        "            await self._teardown(placed)",
+        "            await placed.stop(now=now)\n        finally:\n            pass",
         (f"{LIFECYCLE}::test_stop_releases",),
     ),
     Mutant(
         "dead-poll-keeps-lease",
         "poll() finding the server dead releases",
         "spawners/spawner.py",
-        "        if status is not None:\n            # Died on its own: end whatever it left and "
-        "free its GPUs now, not at a later stop.\n            await self.backend.teardown()",
-        "        if status is not None:\n            pass",
+        "        # Died on its own: end whatever it left and free its GPUs now, not at a later "
+        "stop.\n        await self._teardown(placed)",
+        "        pass",
         (
             f"{LIFECYCLE}::test_a_poll_that_finds_the_server_dead_releases",
             f"{LIFECYCLE}::test_after_a_hub_restart_the_reloaded_server_keeps_then_frees_its_lease",
@@ -83,9 +85,9 @@ MUTANTS = [
         "live-poll-drops-lease",
         "a poll of a running server keeps the lease",
         "spawners/spawner.py",
-        "        if status is not None:\n            # Died on its own: end whatever it left and "
-        "free its GPUs now, not at a later stop.\n            await self.backend.teardown()",
-        "        await self.backend.teardown()",
+        "        if result.status is PollStatus.RUNNING:\n            return None",
+        "        if result.status is PollStatus.RUNNING:\n"
+        "            await self._teardown(placed)\n            return None",
         (f"{LIFECYCLE}::test_a_started_server_holds_its_lease_while_it_runs",),
     ),
     Mutant(
@@ -99,7 +101,7 @@ MUTANTS = [
     Mutant(
         "sweep-frees-busy-holds",
         "held GPUs are freed only once the leftover processes are gone",
-        "spawners/platform.py",
+        "spawners/backends/local.py",
         "            if left:\n                continue",
         "            if False:\n                continue",
         (f"{LOCAL}::test_gpus_stay_held_while_a_stopped_servers_process_survives",),
@@ -108,9 +110,9 @@ MUTANTS = [
         "released-before-the-kill",
         "GPUs are released only after the server's group is empty",
         "spawners/backends/local.py",
-        "        left = await self._end_processes()\n        p, log = self.platform, "
+        "        left = await self._end_processes()\n        b, log = self.backend, "
         "self.spawner.log",
-        "        p, log = self.platform, self.spawner.log\n        p.allocator.release(self.owner)"
+        "        b, log = self.backend, self.spawner.log\n        b.allocator.release(self.owner)"
         "\n        left = await self._end_processes()",
         (f"{LOCAL}::test_a_stop_releases_gpus_only_after_the_group_is_empty",),
     ),
@@ -193,20 +195,57 @@ MUTANTS = [
         ("tests/unit/test_login_security.py::test_an_old_hash_still_logs_in_and_is_upgraded_then",),
     ),
     Mutant(
-        "reconcile-frees-stopped-only",
-        "reconciliation frees exactly the leases no server holds",
-        "hub/reconcile.py",
-        "for r in rows if r.running}",
-        "for r in rows}",
-        ("tests/unit/test_reconcile.py::test_frees_only_leases_that_no_server_holds",),
+        "reconcile-cleans-live-servers",
+        "reconciliation leaves every server JupyterHub runs alone",
+        "spawners/reconcile.py",
+        "        if cp.owner in live:\n            continue",
+        "        if False:\n            continue",
+        (f"{RECONCILE}::test_a_checkpoint_nobody_runs_is_cleaned_and_live_ones_are_kept",),
     ),
     Mutant(
-        "reconcile-unreadable-frees-all",
-        "an unreadable JupyterHub database frees nothing",
+        "reconcile-frees-checkpointed",
+        "what a kept (unreadable or uncleanable) checkpoint holds stays held",
+        "spawners/reconcile.py",
+        "    holders = live | {cp.owner for cp in left}",
+        "    holders = live",
+        (
+            f"{RECONCILE}::test_an_unreadable_checkpoint_is_kept_with_its_gpus",
+            f"{RECONCILE}::test_a_failing_clean_keeps_the_checkpoint_and_its_gpus",
+        ),
+    ),
+    Mutant(
+        "reconcile-ignores-pending",
+        "a start under way counts as a live server",
         "hub/reconcile.py",
-        'GPU leases", jupyterhub_db)\n        return None',
-        'GPU leases", jupyterhub_db)\n        return set()',
-        ("tests/unit/test_reconcile.py::test_an_unreadable_database_frees_nothing",),
+        "        if spawner is not None and spawner.pending:",
+        "        if False:",
+        (f"{RECONCILE}::test_a_pending_start_counts_as_live",),
+    ),
+    Mutant(
+        "start-overwrites-stale-checkpoint",
+        "a new start cleans its owner's stale checkpoint first",
+        "spawners/spawner.py",
+        "            await self._clean_stale_checkpoint()\n",
+        "",
+        (f"{RECONCILE}::test_a_new_start_cleans_a_stale_checkpoint_of_its_owner_first",),
+    ),
+    Mutant(
+        "unknown-poll-stops-server",
+        "a poll that cannot tell never stops a server or frees its GPUs",
+        "spawners/spawner.py",
+        "            self._poll_doubt = result.why\n            return None",
+        "            self._poll_doubt = result.why",
+        (f"{LIFECYCLE}::test_a_poll_that_cannot_tell_keeps_the_server_and_its_lease",),
+    ),
+    Mutant(
+        "newer-state-dropped",
+        "state this MLRP cannot read is kept, and its server not called gone",
+        "spawners/spawner.py",
+        "            return None if self.unreadable_state is not None else 0",
+        "            return 0",
+        (
+            "tests/unit/test_spawner.py::test_state_of_a_newer_version_is_kept_and_never_called_gone",
+        ),
     ),
     Mutant(
         "env-shows-all-gpus",

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from fakes import MemoryRecords, ScriptedBackend, make_spawner, scripted_backend
 
-from spawners import spawner as spawner_module
 from spawners.errors import PlacementError
 from spawners.spawner import MLRPSpawner
 
@@ -40,8 +39,9 @@ def spawner_with(
     outcome: str, records: MemoryRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[MLRPSpawner, type[ScriptedBackend]]:
     backend = scripted_backend(outcome)
-    monkeypatch.setitem(spawner_module.BACKENDS, backend.name, backend)
-    sp = make_spawner(records, profiles(backend.name), tmp_path)
+    sp = make_spawner(
+        records, profiles(backend.name), tmp_path, backend_classes={backend.name: backend}
+    )
     sp.user_options = {"profile": "gpu2", "gpus": 2}
     return sp, backend
 
@@ -112,7 +112,9 @@ async def test_after_a_hub_restart_the_reloaded_server_keeps_then_frees_its_leas
     sp, backend = spawner_with("ok", records, tmp_path, monkeypatch)
     await sp.start()
     state = sp.get_state()
-    after = make_spawner(records, profiles(backend.name), tmp_path)
+    after = make_spawner(
+        records, profiles(backend.name), tmp_path, backend_classes={backend.name: backend}
+    )
     after.load_state(state)
     assert await after.poll() is None
     assert records.held_by(OWNER) == ["0", "1"]
@@ -125,7 +127,7 @@ async def test_no_free_gpu_takes_nothing_and_starts_nothing(
     records: MemoryRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sp, backend = spawner_with("ok", records, tmp_path, monkeypatch)
-    node = sp.platform.allocator.node
+    node = sp.backend_for(sp.all_profiles()[0]).allocator.node  # type: ignore[attr-defined]
     assert records.lease_gpus("bob/", node, ["0", "1", "2"], 3) == ["0", "1", "2"]
     with pytest.raises(PlacementError) as info:
         await sp.start()
@@ -133,3 +135,21 @@ async def test_no_free_gpu_takes_nothing_and_starts_nothing(
     assert records.held_by(OWNER) == []
     assert records.held_by("bob/") == ["0", "1", "2"], "someone else's lease is untouched"
     assert backend.instances == [], "the precheck refused before any backend was made"
+
+
+async def test_a_poll_that_cannot_tell_keeps_the_server_and_its_lease(
+    records: MemoryRecords, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheduler did not answer: "unknown" is never "gone"; the next poll asks again."""
+    sp, backend = spawner_with("ok", records, tmp_path, monkeypatch)
+    await sp.start()
+    server = backend.instances[0]
+    server.unknown("squeue timed out")
+    for _ in range(3):
+        assert await sp.poll() is None
+    assert records.held_by(OWNER) == ["0", "1"]
+    assert server.teardowns == 0 and server.stops == 0
+    server.doubt = ""
+    server.die()
+    assert await sp.poll() == 0, "once it can tell, a dead server is gone"
+    assert records.held_by(OWNER) == []

@@ -54,7 +54,7 @@ async def spawners(tmp_path: Path) -> AsyncIterator[MakeSpawner]:
 
     yield make
     for sp in made:
-        child = getattr(sp.backend, "child", None)
+        child = getattr(sp.placed, "child", None)
         if child is not None and child.pid and await child.poll() is None:
             os.kill(child.pid, signal.SIGKILL)
 
@@ -73,7 +73,9 @@ async def start(sp: MLRPSpawner, **options: Any) -> str:
 async def test_the_server_sees_exactly_its_leased_gpus(spawners: MakeSpawner) -> None:
     alice = spawners("alice")
     records = records_of(alice)
-    assert records.lease_gpus("bob/", alice.platform.allocator.node, ["0"], 1) == ["0"]
+    assert records.lease_gpus("bob/", alice.platform.backend("local").allocator.node, ["0"], 1) == [
+        "0"
+    ]
     url = await start(alice, profile="gpu2", gpus=2)
     leased = records.held_by("alice/")
     assert leased == ["1", "2"], "two GPUs, none of them bob's"
@@ -142,7 +144,7 @@ async def test_a_hub_ignoring_sigint_does_not_pass_that_on_to_its_servers(
     try:
         sp = spawners()
         await start(sp, profile="cpu")
-        status = Path(f"/proc/{sp.backend.child.pid}/status").read_text()  # type: ignore[union-attr]
+        status = Path(f"/proc/{sp.placed.child.pid}/status").read_text()  # type: ignore[union-attr]
     finally:
         signal.signal(signal.SIGINT, before)
     found = re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M)
@@ -206,7 +208,7 @@ async def test_limits_hold_the_server_and_go_with_it(
     sp = spawners(enforce_limits=True, cgroup_root=str(root))
     sp.profiles = limited(sp.profiles)
     await start(sp, profile="cpu")
-    pid = sp.backend.child.pid  # type: ignore[union-attr]
+    pid = sp.placed.child.pid  # type: ignore[union-attr]
     tag = current_account().name
     if layout == "v1":
         memory, cpu = root / "memory" / "mlrp" / tag, root / "cpu" / "mlrp" / tag
@@ -251,7 +253,7 @@ async def test_nvml_gpus_of_others_are_fenced_and_only_the_lease_is_visible(
     alice = spawners(enforce_limits=True, cgroup_root=str(root), gpu_source="nvml")
     alice.profiles = limited(alice.profiles)
     records = records_of(alice)
-    node = alice.platform.allocator.node
+    node = alice.platform.backend("local").allocator.node
     assert records.lease_gpus("bob/", node, ["GPU-a", "GPU-b"], 2) == ["GPU-a", "GPU-b"]
     url = await start(alice, profile="gpu2", gpus=2)
     assert records.held_by("alice/") == ["GPU-c", "GPU-d"]
@@ -260,7 +262,7 @@ async def test_nvml_gpus_of_others_are_fenced_and_only_the_lease_is_visible(
     tag = current_account().name
     assert sorted(denied(tag)) == ["c 195:4 rwm", "c 195:5 rwm"], "bob's GPUs, by NVML minor"
     assert (root / "devices" / "mlrp" / tag / "cgroup.procs").read_text() == str(
-        alice.backend.child.pid  # type: ignore[union-attr]
+        alice.placed.child.pid  # type: ignore[union-attr]
     )
     await alice.stop()
     assert not (root / "devices" / "mlrp" / tag).exists()
@@ -367,7 +369,7 @@ def with_limits(sp: MLRPSpawner, cpus: float | None, memory: int | None = None) 
 
 
 def affinity_of(sp: MLRPSpawner) -> set[int]:
-    return set(os.sched_getaffinity(sp.backend.child.pid))  # type: ignore[union-attr]
+    return set(os.sched_getaffinity(sp.placed.child.pid))  # type: ignore[union-attr]
 
 
 def test_placer_spreads_one_cpu_servers_over_the_node_least_used_first() -> None:
@@ -439,7 +441,7 @@ async def test_one_cpu_servers_run_on_different_cpus_and_give_them_back(
     await start(bob, profile="cpu")
     assert affinity_of(alice) == {NODE[0]} and affinity_of(bob) == {NODE[1]}
     assert env["OMP_NUM_THREADS"] == env["PYTHON_CPU_COUNT"] == "1"
-    placer = placer_for(alice.platform)
+    placer = placer_for(alice.platform.backend("local"))
     assert set(placer.held()) == {"alice/", "bob/b"}
 
     await alice.stop()
@@ -466,7 +468,7 @@ async def test_a_restarted_hub_remembers_which_cpus_running_servers_use(
     await start(bob, profile="cpu")
     assert affinity_of(bob) == {NODE[1]}, "not on alice's CPU"
     await again.stop()
-    assert set(placer_for(bob.platform).held()) == {"bob/b"}
+    assert set(placer_for(bob.platform.backend("local")).held()) == {"bob/b"}
     await bob.stop()
 
 
@@ -478,7 +480,7 @@ async def test_a_server_with_a_profile_as_big_as_the_node_sees_every_cpu(
     env = ask(await start(sp, profile="cpu"), "/env")
     assert affinity_of(sp) == set(NODE)
     assert env["OMP_NUM_THREADS"] == str(len(NODE)), "capped at what the node has"
-    assert placer_for(sp.platform).held() == {}
+    assert placer_for(sp.platform.backend("local")).held() == {}
     await sp.stop()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from traitlets.config import Config
 
 from hub.storage import SQLRecords
 from spawners.errors import PlacementError
@@ -27,14 +28,13 @@ PROFILES = [
 def spawner(tmp_path: Path) -> MLRPSpawner:
     records = SQLRecords.from_url(f"sqlite:///{tmp_path / 'mlrp.sqlite'}")
     user = SimpleNamespace(name="alice", groups=[], admin=False, url="/user/alice/")
+    local = {"gpu_source": "config", "gpu_devices": ["0", "1"], "enforce_limits": False}
     return MLRPSpawner(
         user=user,
         records=records,
         profiles=PROFILES,
-        gpu_source="config",
-        gpu_devices=["0", "1"],
         log_dir=str(tmp_path / "logs"),
-        enforce_limits=False,
+        config=Config({"LocalBackend": local}),
     )
 
 
@@ -76,22 +76,37 @@ def test_form_errors_are_400_sentences(spawner: MLRPSpawner) -> None:
     }
 
 
-def test_state_without_our_version_key_is_ignored(spawner: MLRPSpawner) -> None:
-    spawner.load_state({"mlrp": {"v": STATE_VERSION + 1, "profile": "cpu"}})
-    assert spawner.backend is None
-    spawner.load_state(
-        {
-            "mlrp": {
-                "v": STATE_VERSION,
-                "profile": "gpu",
-                "gpus": 1,
-                "backend": "local",
-                "spawn_id": "s1",
-                "placement": {"pid": 4242, "port": 5000, "unix_name": "", "gpus": ["1"]},
-            }
-        }
-    )
-    assert spawner.backend is not None and spawner.backend.gpus == ["1"]
+V1_STATE = {
+    "v": 1,
+    "profile": "gpu",
+    "gpus": 1,
+    "backend": "local",
+    "spawn_id": "s1",
+    "placement": {"pid": 4242, "port": 5000, "unix_name": "", "gpus": ["1"]},
+}
+
+
+def test_state_of_the_previous_version_is_migrated_not_dropped(spawner: MLRPSpawner) -> None:
+    """A hub upgraded while servers run: their version-1 state still finds each server."""
+    spawner.load_state({"mlrp": V1_STATE})
+    assert spawner.placed is not None and spawner.placed.gpus == ["1"]
+    assert spawner.request is not None and spawner.request.gpus == 1
     saved = spawner.get_state()["mlrp"]
-    assert saved["profile"] == "gpu" and saved["placement"]["pid"] == 4242
-    assert saved["placement"]["gpus"] == ["1"]
+    assert saved["v"] == STATE_VERSION == 2
+    assert saved["request"] == {"profile": "gpu", "gpus": 1}
+    assert saved["placement"]["pid"] == 4242 and saved["placement"]["gpus"] == ["1"]
+
+
+async def test_state_of_a_newer_version_is_kept_and_never_called_gone(
+    spawner: MLRPSpawner,
+) -> None:
+    newer = {**V1_STATE, "v": STATE_VERSION + 1}
+    spawner.load_state({"mlrp": newer})
+    assert spawner.placed is None
+    assert await spawner.poll() is None, "unreadable is not dead: the server is not stopped"
+    assert spawner.get_state()["mlrp"] == newer, "handed back unchanged for a newer MLRP"
+
+
+def test_state_without_our_key_places_nothing(spawner: MLRPSpawner) -> None:
+    spawner.load_state({})
+    assert spawner.placed is None and "mlrp" not in spawner.get_state()

@@ -18,6 +18,7 @@ TABLES = {
     "gpu_leases",
     "spawn_events",
     "unix_accounts",
+    "server_checkpoints",
     "retired_unix_accounts",
     "login_accounts",
     "alembic_version",
@@ -40,7 +41,7 @@ def test_migrations_create_the_schema(url: str, tmp_path: Path) -> None:
     columns = {c["name"] for c in inspect(engine).get_columns("gpu_leases")}
     assert columns == {"id", "node", "device", "owner", "since"}
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
 
 
 def test_opening_twice_is_idempotent_and_keeps_data(url: str) -> None:
@@ -50,7 +51,7 @@ def test_opening_twice_is_idempotent_and_keeps_data(url: str) -> None:
     second = SQLRecords.from_url(url)
     with second.engine.connect() as conn:
         versions = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    assert versions == ["0002"]
+    assert versions == ["0003"]
     assert second.unix_account("alice") == "mlrp-alice"
     assert [lease.device for lease in second.leases("n1")] == ["0"]
 
