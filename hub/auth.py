@@ -81,6 +81,7 @@ class NativeAuthenticator(Authenticator):
         from hub.gpu_page import GPUPageHandler
         from hub.password_page import ChangePasswordHandler
         from hub.people_api import EndSessionsAPIHandler, LoginFirstUserListAPIHandler
+        from hub.servers_api import ClearServerAPIHandler
 
         # Ahead of JupyterHub's own handlers: for /login, /logout and /api/users these win.
         return [
@@ -90,6 +91,7 @@ class NativeAuthenticator(Authenticator):
             ("/mlrp/gpus", GPUPageHandler),
             ("/api/users", LoginFirstUserListAPIHandler),
             ("/api/mlrp/users/([^/]+)/end-sessions", EndSessionsAPIHandler),
+            ("/api/mlrp/users/([^/]+)/servers/([^/]*)/clear", ClearServerAPIHandler),
         ]
 
     def validate_username(self, username: str) -> bool:

@@ -9,6 +9,7 @@
     mlrp gpus [--config FILE]           who holds which GPU, since when, on which profile
     mlrp user add|import|passwd|logout|remove|list
                                         people: logins, groups, sessions, offboarding
+    mlrp server clear NAME [--server S] force a person's stuck server out (hub running)
 
 Exit status: 0 ok, 1 doctor found a missing must-have, 2 bad input (config, arguments).
 Errors are sentences for the admin; no tracebacks.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from contextlib import closing
@@ -26,6 +28,8 @@ from typing import TYPE_CHECKING, NoReturn
 
 from config.loading import load_config, load_with_inventory, resolve_path
 from config.schema import ConfigError, MLRPConfig
+
+SERVER_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 if TYPE_CHECKING:
     from hub.people import Context
@@ -336,6 +340,38 @@ _USER_ACTIONS = {
 }
 
 
+# -- mlrp server -----------------------------------------------------------------------------
+def cmd_server_clear(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    from hub import accounts, hub_client
+
+    cfg, _ = _load(args)
+    try:
+        name = accounts.check_username(args.name)
+    except accounts.AccountInputError as e:
+        raise CLIError(str(e)) from None
+    server = args.server or ""
+    if server and not SERVER_NAME_RE.fullmatch(server):
+        raise CLIError(f"--server {server!r}: a server name is 1-64 of a-z, 0-9, '-', '_' or '.'.")
+    try:
+        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port)
+        if hub is None:
+            raise CLIError(
+                "The hub is not running. Start it (mlrp up): at start it cleans every server "
+                "it no longer runs. If this one is still stuck then, run this again."
+            )
+        path = f"/mlrp/users/{quote(name, safe='')}/servers/{quote(server, safe='')}/clear"
+        r = hub("POST", path)
+        hub_client.check(r, f"clear the server of {name}", ok=(200,))
+    except hub_client.HubError as e:
+        raise CLIError(str(e)) from None
+    steps = "; ".join(r.json().get("steps", []))
+    label = f"{name}/{server}" if server else name
+    print(f"Cleared the server of {label}: {steps}. Its GPUs are free again.")
+    return EXIT_OK
+
+
 # -- mlrp gpus ------------------------------------------------------------------------------
 def cmd_gpus(args: argparse.Namespace) -> int:
     import json
@@ -382,6 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     gpus.add_argument("--config")
     gpus.add_argument("--json", action="store_true", help="print JSON for scripts (times in UTC)")
     gpus.set_defaults(func=cmd_gpus)
+
+    srv = sub.add_parser("server", help="people's servers")
+    srv_sub = srv.add_subparsers(dest="server_command", required=True, parser_class=_Parser)
+    clear = srv_sub.add_parser(
+        "clear", help="force a stuck server out: cancel, stop or tear down, free its GPUs"
+    )
+    clear.add_argument("name", help="the person (hub name)")
+    clear.add_argument("--server", default="", help="a named server (default: their default)")
+    clear.add_argument("--config")
+    clear.set_defaults(func=cmd_server_clear)
 
     cfg = sub.add_parser("config", help="work with deployment files")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, parser_class=_Parser)

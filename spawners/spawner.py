@@ -31,6 +31,7 @@ from spawners.records import Event, owner_key
 
 STATE_VERSION = saved_state.VERSION
 PATIENCE_AFTER = 60.0
+FORCE_STOP_TIMEOUT = 15.0
 _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
@@ -354,6 +355,22 @@ class MLRPSpawner(Spawner):
             await placed.stop(now=now)
         finally:
             await self._teardown(placed)
+
+    async def force_clear(self) -> None:
+        """An admin forces this server out (hub/servers_api.py): end and free whatever is
+        placed, ignoring a backend stop that fails or hangs, then forget it."""
+        placed = self.placed
+        if placed is not None:
+            try:
+                await asyncio.wait_for(placed.stop(now=True), timeout=FORCE_STOP_TIMEOUT)
+            except Exception as e:  # noqa: BLE001 (forced: carry on to the teardown)
+                self.log.error("Forced stop of %s: %r; tearing it down anyway", self._log_name, e)
+            await self._teardown(placed)
+            placed.drop_port()
+        else:
+            await self._clean_stale_checkpoint()
+            self._forget_holdings()
+        self.clear_state()
 
     async def get_url(self) -> str:
         """Where the server answers. JupyterHub asks after a restart; for a server whose start

@@ -165,3 +165,31 @@ def test_a_hub_killed_mid_start_cleans_a_server_that_never_came_up(restart_hub: 
     assert not _alive(pid), "its process is ended, never orphaned"
     with hub.db() as c:
         assert c.execute("SELECT count(*) FROM server_checkpoints").fetchone()[0] == 0
+
+
+def test_an_admin_clears_a_stuck_server(restart_hub: Hub) -> None:
+    """A start that never ends (the gate stays closed): `mlrp server clear` cancels it, ends
+    its process, frees its GPU and forgets it; bad names are refused with a sentence."""
+    hub = restart_hub
+    pid = _start_gated(hub)
+    assert "admin/" in hub.leases().values()
+    config = str(hub.config_path)
+    done = hub.mlrp("server", "clear", "admin", "--config", config)
+    assert done.returncode == 0, done.stderr
+    assert "Cleared the server of admin" in done.stdout and "GPUs are free" in done.stdout
+    assert hub.api("GET", "/users/admin").json().get("servers") == {}
+    assert "admin/" not in hub.leases().values()
+    deadline = time.monotonic() + 15
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(pid), "the stuck server's process is ended"
+    with hub.db() as c:
+        assert c.execute("SELECT count(*) FROM server_checkpoints").fetchone()[0] == 0
+    for args, says in (
+        (("nobody",), "no hub user 'nobody'"),
+        (("admin", "--server", "x y"), "a server name is"),
+        (("Evil;rm",), "Evil;rm"),
+    ):
+        bad = hub.mlrp("server", "clear", *args, "--config", config)
+        assert bad.returncode == 2 and says in bad.stderr, bad.stderr
+        assert "Traceback" not in bad.stderr

@@ -653,3 +653,38 @@ def test_announcement_reaches_jupyterhub_escaped() -> None:
     quiet = Config()
     configure(quiet, parse({"profiles": [cpu()]}), records=None)
     assert "template_vars" not in quiet.JupyterHub
+
+
+def test_every_setting_the_yaml_renders_is_a_real_trait() -> None:
+    """The YAML → traitlets mapping cannot drift from the classes it configures: a renamed or
+    moved trait (a backend setting moved off MLRPSpawner) would otherwise be ignored silently
+    by traitlets."""
+    from jupyterhub.app import JupyterHub
+    from jupyterhub.auth import Authenticator
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+    from traitlets.config import Config
+
+    from config.render import configure
+    from hub.auth import NativeAuthenticator
+    from spawners.backends.local import LocalBackend
+    from spawners.spawner import MLRPSpawner
+
+    classes = {
+        cls.__name__: cls
+        for cls in (
+            JupyterHub,
+            Authenticator,
+            ConfigurableHTTPProxy,
+            NativeAuthenticator,
+            MLRPSpawner,
+            LocalBackend,
+        )
+    }
+    c = Config()
+    tls = {"self_signed": True}
+    configure(c, parse({"hub": {"tls": tls, "announcement": "x"}, "profiles": [cpu()]}), None)
+    for section, values in c.items():
+        assert section in classes, f"c.{section} configures a class we do not know"
+        traits = classes[section].class_trait_names(config=True)
+        for key in values:
+            assert key in traits, f"c.{section}.{key} is not a config trait of {section}"
