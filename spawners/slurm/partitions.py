@@ -67,8 +67,8 @@ def parse_oneliner(line: str) -> dict[str, str]:
     """One ``--oneliner`` record as a dict; the first occurrence of a key wins."""
     fields: dict[str, str] = {}
     matches = list(_TOKEN.finditer(line))
-    for m, nxt in zip(matches, [*matches[1:], None], strict=True):
-        end = nxt.start() if nxt is not None else len(line)
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(line)
         fields.setdefault(m.group(1), line[m.end() : end].strip())
     return fields
 
@@ -232,10 +232,10 @@ def impossible(request: Request, partition: Partition, user_groups: Iterable[str
             "Pick another profile, or ask the administrators for access."
         )
     if p.max_time is not None and request.walltime_minutes * 60 > p.max_time:
-        most, asked = _minutes(p.max_time), _minutes(request.walltime_minutes * 60)
+        limit, asked = _minutes(p.max_time), _minutes(request.walltime_minutes * 60)
         return (
-            f"Partition {p.name} allows at most {most} per session; you asked for {asked}. "
-            f"Ask for {most} or less."
+            f"Partition {p.name} allows at most {limit} per session; you asked for {asked}. "
+            f"Ask for {limit} or less."
         )
     if not p.nodes:
         return f"Partition {p.name} has no nodes."
