@@ -118,7 +118,12 @@ async def run(
         await asyncio.wait_for(_feed_and_wait(proc, stdin), timeout)
     except TimeoutError:
         _kill_group(proc.pid)
-        await proc.wait()
+        try:
+            # asyncio's wait() also waits for the pipes to close, which a process that left
+            # the group (setsid) can hold open: do not let that hang the hub.
+            await asyncio.wait_for(proc.wait(), _DRAIN_SECONDS)
+        except TimeoutError:
+            pass
         out, err = await _collect(readers)
         return Outcome(shown, False, None, out, err, timed_out=True)
     except BaseException:  # cancelled by the caller: leave no process behind

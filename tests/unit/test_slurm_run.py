@@ -82,6 +82,19 @@ async def test_timeout_kills_the_whole_group_and_keeps_partial_output(tmp_path: 
     assert not _alive(grandchild), "the background sleep outlived the timeout"
 
 
+async def test_a_process_that_left_the_group_does_not_hang_the_timeout(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    start = time.monotonic()
+    out = await run(
+        ["bash", "-c", f"setsid sleep 30 & echo $! > {pids}; sleep 60"],
+        timeout=1,
+    )
+    took = time.monotonic() - start
+    os.kill(int(pids.read_text()), 9)  # ours to clean up: it escaped the group on purpose
+    assert out.timed_out
+    assert took < 8, f"run() waited {took:.0f} s for pipes held by an escaped process"
+
+
 async def test_cancelling_the_caller_kills_the_command(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     task = asyncio.ensure_future(run(["bash", "-c", f"echo $$ > {pids}; sleep 60"], timeout=60))
