@@ -7,10 +7,11 @@ so 20 users spawning at once share one allocator and one view of the leases.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spawners.accounts import AccountPolicy
 from spawners.cgroups import (
     CgroupSupport,
     KillSupport,
@@ -44,10 +45,18 @@ class Platform:
     private_mounts: bool = False  # a mount namespace per server (else TMPDIR only)
     umask: int = 0o077
     kill_timeout: float = 10.0  # how long a stop waits for a server's processes to end
+    account_map: dict[str, str] = field(default_factory=dict)  # hub user → existing account
 
     @property
     def multi_user(self) -> bool:
-        return self.accounts_mode == "system"
+        """Servers run as people's own accounts (system or existing), not the hub's."""
+        return self.accounts_mode != "single-user"
+
+    @property
+    def accounts(self) -> AccountPolicy:
+        return AccountPolicy(
+            self.accounts_mode, self.account_prefix, self.home_root, self.account_map
+        )
 
     def sweep_held(self) -> list[str]:
         """Free GPUs kept for stopped servers whose leftover processes have ended since.
@@ -121,6 +130,7 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             private_mounts=private_mounts,
             umask=parse_umask(spawner.umask),
             kill_timeout=spawner.kill_timeout,
+            account_map=dict(spawner.account_map),
         )
         log.info(
             "MLRP platform: %d GPU(s) from %s, accounts=%s, limits: %s",

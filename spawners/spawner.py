@@ -76,6 +76,14 @@ class MLRPSpawner(Spawner):
         "mlrp-", config=True, help="Prefix of created Unix accounts: alice → mlrp-alice."
     )
     home_root = Unicode("/home", config=True, help="Where created accounts' homes go.")
+    account_map = Dict(
+        value_trait=Unicode(),
+        key_trait=Unicode(),
+        config=True,
+        help="accounts_mode 'existing': hub user → their existing Unix account, for people whose "
+        "Unix name differs from their hub name, e.g. {'alice': 'asmith'}; anyone not listed "
+        "runs as the account of their own name. Accounts are looked up, never created.",
+    )
     log_dir = Unicode(
         "/var/lib/mlrp/logs",
         config=True,
