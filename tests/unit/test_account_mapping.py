@@ -12,7 +12,7 @@ import io
 import os
 import pwd
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -264,13 +264,23 @@ def getent() -> list[str]:
     return sorted(pw.pw_name for pw in pwd.getpwall())
 
 
-def existing(**mapping: str) -> AccountPolicy:
-    return AccountPolicy("existing", "mlrp-", Path("/home"), mapping)
+Policy = Callable[..., AccountPolicy]
+
+
+@pytest.fixture
+def existing(prefix: str, tmp_path: Path) -> Policy:
+    """existing mode with this run's prefix and homes in tmp_path: were the code ever to create
+    accounts after all (a mutant that does), it could make only ones the prefix fixture removes."""
+
+    def make(**mapping: str) -> AccountPolicy:
+        return AccountPolicy("existing", prefix, tmp_path / "made-homes", mapping)
+
+    return make
 
 
 @needs_root
 async def test_an_existing_account_is_used_as_it_is(
-    records: SQLRecords, prefix: str, tmp_path: Path, useradd_log: Path
+    records: SQLRecords, prefix: str, tmp_path: Path, useradd_log: Path, existing: Policy
 ) -> None:
     made = make_account(f"{prefix}alice", tmp_path / "home")
     before = snapshot(made)
@@ -286,7 +296,7 @@ async def test_an_existing_account_is_used_as_it_is(
 
 @needs_root
 async def test_an_unmapped_hub_user_runs_as_the_account_of_their_name(
-    records: SQLRecords, prefix: str, tmp_path: Path
+    records: SQLRecords, prefix: str, tmp_path: Path, existing: Policy
 ) -> None:
     hub_name = f"{prefix}bob"  # a hub name that is also a Unix name
     made = make_account(hub_name, tmp_path / "home")
@@ -296,7 +306,7 @@ async def test_an_unmapped_hub_user_runs_as_the_account_of_their_name(
 
 @needs_root
 async def test_a_person_without_an_account_gets_a_sentence_and_nothing_is_made(
-    records: SQLRecords, prefix: str, useradd_log: Path
+    records: SQLRecords, prefix: str, useradd_log: Path, existing: Policy
 ) -> None:
     before = getent()
     hub_name = f"{prefix}carol"
@@ -323,7 +333,12 @@ async def test_a_person_without_an_account_gets_a_sentence_and_nothing_is_made(
     ],
 )
 async def test_root_and_system_accounts_are_refused(
-    records: SQLRecords, hub_user: str, mapping: dict[str, str], who: str, useradd_log: Path
+    records: SQLRecords,
+    hub_user: str,
+    mapping: dict[str, str],
+    who: str,
+    useradd_log: Path,
+    existing: Policy,
 ) -> None:
     with pytest.raises(AccountError) as info:
         await resolve_account(records, hub_user, existing(**mapping))
@@ -335,7 +350,7 @@ async def test_root_and_system_accounts_are_refused(
 
 @pytest.mark.parametrize("hub_user", ["john.smith", "x" * 40])
 async def test_a_hub_name_that_is_no_unix_name_must_be_mapped(
-    records: SQLRecords, hub_user: str
+    records: SQLRecords, hub_user: str, existing: Policy
 ) -> None:
     with pytest.raises(AccountError) as info:
         await resolve_account(records, hub_user, existing())
@@ -347,7 +362,7 @@ async def test_a_hub_name_that_is_no_unix_name_must_be_mapped(
 
 @needs_root
 async def test_two_hub_users_never_share_an_account(
-    records: SQLRecords, prefix: str, tmp_path: Path
+    records: SQLRecords, prefix: str, tmp_path: Path, existing: Policy
 ) -> None:
     shared = make_account(f"{prefix}asmith", tmp_path / "home")
     await resolve_account(records, "alice", existing(alice=shared.name))
@@ -363,7 +378,7 @@ async def test_two_hub_users_never_share_an_account(
 
 @needs_root
 async def test_a_person_is_never_moved_to_another_account_by_a_changed_map(
-    records: SQLRecords, prefix: str, tmp_path: Path
+    records: SQLRecords, prefix: str, tmp_path: Path, existing: Policy
 ) -> None:
     first = make_account(f"{prefix}first", tmp_path / "home")
     second = make_account(f"{prefix}second", tmp_path / "home")
@@ -375,7 +390,7 @@ async def test_a_person_is_never_moved_to_another_account_by_a_changed_map(
 
 @needs_root
 async def test_a_removed_persons_account_is_not_handed_to_a_new_one(
-    records: SQLRecords, prefix: str, tmp_path: Path
+    records: SQLRecords, prefix: str, tmp_path: Path, existing: Policy
 ) -> None:
     made = make_account(f"{prefix}alice", tmp_path / "home")
     await resolve_account(records, "alice", existing(alice=made.name))
@@ -415,6 +430,8 @@ async def test_the_spawn_is_refused_with_the_persons_sentence(
         user=hub_name,
         accounts_mode="existing",
         account_map={"other": "x"},
+        account_prefix=prefix,  # were it to create one after all: one the fixture removes
+        home_root=str(tmp_path / "made-homes"),
     )
     assert sp.platform.multi_user, "existing accounts are people's own, never the hub's"
     assert dict(sp.platform.accounts.mapping) == {"other": "x"}
@@ -510,7 +527,7 @@ def test_removing_leaves_the_account_alone_and_archive_is_refused(
 
 @needs_root
 def test_the_doctor_counts_people_without_an_account(
-    records: SQLRecords, url: str, prefix: str, tmp_path: Path
+    records: SQLRecords, url: str, prefix: str, tmp_path: Path, existing: Policy
 ) -> None:
     made = make_account(f"{prefix}asmith", tmp_path / "home")
     policy = existing(alice=made.name, dave=f"{prefix}dsmith")
@@ -543,7 +560,7 @@ def test_the_doctor_counts_people_without_an_account(
     assert code in (0, 1)  # other rows judge this machine; the accounts row is not required
 
 
-def test_the_doctor_names_the_other_modes(tmp_path: Path) -> None:
+def test_the_doctor_names_the_other_modes(tmp_path: Path, existing: Policy) -> None:
     assert check_accounts(AccountPolicy("system", "mlrp-"), None).detail == (
         "system: created on first start (mlrp-<name>)"
     )
