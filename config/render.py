@@ -117,6 +117,7 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     s.accounts_mode = cfg.accounts.mode
     s.account_prefix = cfg.accounts.prefix
     s.home_root = str(cfg.accounts.home_root)
+    s.account_map = dict(cfg.accounts.map)
     s.log_dir = str(data / "logs")
     s.umask = cfg.accounts.umask
     s.form_renderer = render_form

@@ -10,6 +10,7 @@ pydantic runs only on valid sections (the cross-references below) still speak.
 
 from __future__ import annotations
 
+import re
 import sys
 import unicodedata
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pydantic import (
 )
 
 from config.suggest import choices_at, did_you_mean, model_at
+from spawners.accounts import NOBODY_UID, UID_MIN, UNIX_NAME, AccountPolicy, find_account
 from spawners.backends import available, backend_class
 from spawners.cgroups import memory_size
 
@@ -247,12 +249,14 @@ class LoginSection(_Strict):
 
 
 class AccountsSection(_Strict):
-    mode: Literal["system", "single-user"] = Field(
+    mode: Literal["system", "existing", "single-user"] = Field(
         "system",
         description=(
             "system: one Unix account per hub user, created on first spawn (hub runs as root). "
-            "single-user: every server runs as the user who started the hub; for one "
-            "developer on a laptop only."
+            "existing: the accounts exist already (a cluster's LDAP/SSSD): each hub user runs as "
+            "the account of their name, or the one accounts.map names; none is ever created, "
+            "and a person without one cannot start a server. single-user: every server runs "
+            "as the user who started the hub; for one developer on a laptop only."
         ),
     )
     prefix: str = Field("mlrp-", pattern=r"^[a-z][a-z0-9]{0,7}-$")
@@ -262,6 +266,13 @@ class AccountsSection(_Strict):
         pattern=r"^0?[0-7]{3}$",
         description="umask of people's servers and what they start (octal, e.g. 077 or 027); "
         "077 keeps every file a person creates private to them.",
+    )
+    map: dict[str, str] = Field(
+        default_factory=dict,
+        description="mode existing only: hub user → their existing Unix account, for people "
+        "whose Unix name differs from their hub name (e.g. {alice: asmith}); everyone not "
+        f"listed runs as the account of their own name. Never root or a system account (uid "
+        f"below {UID_MIN}).",
     )
 
     @field_validator("umask", mode="before")
@@ -274,6 +285,76 @@ class AccountsSection(_Strict):
                 f"{v!r})"
             )
         return v
+
+    @field_validator("map", mode="before")
+    @classmethod
+    def _map(cls, v: Any) -> Any:
+        if v is None:  # `map:` with nothing after it
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError(
+                f"must be a mapping of hub user to Unix account, such as {{alice: asmith}}; got "
+                f"{v!r}"
+            )
+        problems = [p for hub, unix in v.items() if (p := _map_problem(hub, unix))]
+        targets: dict[str, list[str]] = {}
+        for hub, unix in v.items():
+            if isinstance(unix, str):
+                targets.setdefault(unix, []).append(str(hub))
+        for unix, hubs in targets.items():
+            if len(hubs) > 1:
+                problems.append(
+                    f"{', '.join(hubs)} map to the same Unix account {unix}; an account belongs "
+                    "to one person"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return v
+
+    @model_validator(mode="after")
+    def _map_needs_existing(self) -> AccountsSection:
+        if "map" in self.model_fields_set and self.map and self.mode != "existing":
+            raise ValueError(
+                f"map: only used with mode: existing (accounts that exist already); with mode: "
+                f"{self.mode} accounts are {MADE_BY_MODE[self.mode]}. Set mode: existing or "
+                "remove map."
+            )
+        return self
+
+    def policy(self) -> AccountPolicy:
+        """What spawners and `mlrp` act on (spawners.accounts)."""
+        return AccountPolicy(self.mode, self.prefix, self.home_root, self.map)
+
+
+MADE_BY_MODE = {
+    "system": "created by MLRP as <prefix><hub name>",
+    "single-user": "not used (every server runs as the hub's own account)",
+}
+
+
+def _map_problem(hub: Any, unix: Any) -> str | None:
+    """What is wrong with one `accounts.map` entry, or None."""
+    if not isinstance(hub, str) or not re.fullmatch(USER_RE, hub):
+        return (
+            f"{hub!r} is not a hub user name (1-64 lowercase letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit)"
+        )
+    if not isinstance(unix, str):
+        return f"{hub}: the Unix account must be a name, such as asmith; got {unix!r}"
+    if not UNIX_NAME.fullmatch(unix):
+        return (
+            f"{hub}: {unix!r} is not a Unix account name MLRP can use (1-32 of a-z, 0-9, '_' "
+            "and '-', starting with a letter or '_')"
+        )
+    found = find_account(unix)
+    if unix == "root" or (found is not None and found.uid == 0):
+        return f"{hub}: {unix} is root (uid 0); a hub user never runs as root"
+    if found is not None and (found.uid < UID_MIN or found.uid == NOBODY_UID):
+        return (
+            f"{hub}: {unix} is a system account (uid {found.uid}; people's accounts have uids "
+            f"from {UID_MIN}); a hub user never runs as one"
+        )
+    return None
 
 
 class GPUSection(_Strict):

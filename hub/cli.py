@@ -72,7 +72,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     path = resolve_path(args.config)
     cfg, inventory = load_with_inventory(path)
-    if cfg.accounts.mode == "system" and os.geteuid() != 0:
+    if cfg.accounts.mode != "single-user" and os.geteuid() != 0:
         raise CLIError(
             "mlrp up must run as root: it creates one Unix account per user and runs each "
             "server as that account. For one developer without root, set accounts.mode: "
@@ -187,7 +187,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         gpu_source=cfg.gpus.source,
         gpu_devices=list(cfg.gpus.devices),
         slurm_configured=False,
-        multi_user=cfg.accounts.mode == "system",
+        multi_user=cfg.accounts.mode != "single-user",
+        accounts=cfg.accounts.policy(),
         hub_url=probe_url(h.ip, h.port, h.scheme, h.hub_port),
         db_url=os.environ.get("MLRP_DB_URL") or None,
     )

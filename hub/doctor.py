@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import TextIO
 
 from hub.gpu_view import gpu_rows, server_profiles
-from hub.hub_state import HubProcess, answers, hub_process, read_leases
+from hub.hub_state import HubProcess, answers, hub_process, read_leases, read_people
 from hub.storage import sqlite_url
+from spawners.accounts import AccountPolicy, existing_problem
 from spawners.cgroups import (
     DEFAULT_ROOT,
     CgroupSupport,
@@ -107,6 +108,13 @@ FENCE_NVML_MINOR_FIX = (
     "the NVIDIA driver, or set gpus.source: config and list the GPUs by their /dev/nvidiaN "
     "number in gpus.devices."
 )
+
+EXISTING_ACCOUNTS_FIX = (
+    "Create the missing accounts in the cluster's directory (LDAP/SSSD), or map those people "
+    "to their accounts under accounts.map; until then they can log in but not start a server. "
+    "Each person's reason is in the hub log when they try."
+)
+SHOWN_NAMES = 10  # people named in the accounts row; the rest are counted
 
 HUB_START_FIX = "Start it with `mlrp up` (or `bash hub/bootstrap.sh up`), or your service manager."
 HUB_STALE_FIX = (
@@ -373,6 +381,39 @@ def check_root(multi_user: bool) -> Check:
     return Check("Running as root", False, f"uid {uid} (not needed in single-user mode)", False)
 
 
+def check_accounts(
+    policy: AccountPolicy,
+    people: list[str] | None,
+    why: str = "",
+) -> Check:
+    """The accounts mode; in existing mode, how many people (logins) have no usable account."""
+    name = "Unix accounts"
+    if policy.mode == "system":
+        return Check(name, True, f"system: created on first start ({policy.prefix}<name>)", False)
+    if policy.mode == "single-user":
+        return Check(name, True, "single-user: every server runs as the hub's account", False)
+    if people is None:
+        return Check(name, True, f"existing: looked up, never created; {why}", False)
+    missing = [person for person in people if existing_problem(person, policy)]
+    if not missing:
+        detail = (
+            f"existing: looked up, never created; {_plural(len(people), 'login')}, each with one"
+        )
+        return Check(name, True, detail, False)
+    shown = ", ".join(
+        person
+        if policy.existing_name(person) == person
+        else f"{person} ({policy.existing_name(person)})"
+        for person in missing[:SHOWN_NAMES]
+    )
+    more = f" and {len(missing) - SHOWN_NAMES} more" if len(missing) > SHOWN_NAMES else ""
+    detail = (
+        f"existing: {len(missing)} of {_plural(len(people), 'login')} without a usable Unix "
+        f"account, so no server: {shown}{more}"
+    )
+    return Check(name, False, detail, False, EXISTING_ACCOUNTS_FIX)
+
+
 def check_useradd(required: bool) -> Check:
     found = shutil.which("useradd")
     detail = found if found else "not found on PATH"
@@ -466,11 +507,13 @@ def run_checks(
     hub_url: str | None = None,
     db_url: str | None = None,
     node: str | None = None,
+    accounts: AccountPolicy | None = None,
 ) -> list[Check]:
     """Probe this node for a hub configured with `gpus: {source: gpu_source, devices:
     gpu_devices}`. `multi_user=False` is developer single-user mode: root is not needed.
     `hub_url`: the loopback URL where a running hub answers (None: not asked); `db_url`: the
-    MLRP database (default: the one in `data_dir`); `node`: whose leases (default: this host)."""
+    MLRP database (default: the one in `data_dir`); `node`: whose leases (default: this host);
+    `accounts`: the accounts policy (None: no accounts row; useradd is judged as for system)."""
     nvml = read_nvml()
     inventory = hub_inventory(gpu_source, gpu_devices, nvml)
     checks = [
@@ -480,8 +523,11 @@ def run_checks(
         check_disk(Path(data_dir), min_free_gb),
         check_root(multi_user),
     ]
-    if multi_user:
+    if multi_user and (accounts is None or accounts.mode == "system"):
         checks.append(check_useradd(required=_is_root()))
+    if accounts is not None:
+        people, why = read_people(db_url or sqlite_url(Path(data_dir)))
+        checks.append(check_accounts(accounts, people, why))
     if slurm_configured:
         checks.append(check_slurm_client())
     checks.append(check_cgroups(probe(cgroup_root)))
@@ -543,6 +589,7 @@ def main(
     cgroup_root: Path = DEFAULT_ROOT,
     hub_url: str | None = None,
     db_url: str | None = None,
+    accounts: AccountPolicy | None = None,
 ) -> int:
     """Print the table and a summary line to `out` (standard output when None, looked up at call
     time); return 0 when every required check passes, else 1."""
@@ -557,6 +604,7 @@ def main(
         cgroup_root=cgroup_root,
         hub_url=hub_url,
         db_url=db_url,
+        accounts=accounts,
     )
     out.write(render_table(checks))
     out.write("\n" + _summary(checks) + "\n")

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.schema import is_loopback
+from hub import accounts
 from hub.storage import SQLRecords
 from spawners.records import Lease
 
@@ -117,5 +118,19 @@ def read_leases(db_url: str, node: str) -> tuple[list[Lease] | None, str]:
         return SQLRecords(engine).leases(node), ""
     except SQLAlchemyError as e:
         return None, f"cannot read the leases: {str(e).splitlines()[0]}"
+    finally:
+        engine.dispose()
+
+
+def read_people(db_url: str) -> tuple[list[str] | None, str]:
+    """The names of everyone with a login in the MLRP database at `db_url`; None and why when
+    they cannot be read."""
+    if db_url.startswith("sqlite:///") and not Path(db_url.removeprefix("sqlite:///")).exists():
+        return None, "no MLRP database yet (the hub has not run with this data_dir)"
+    engine = create_engine(db_url)
+    try:
+        return accounts.names(SQLRecords(engine)), ""
+    except SQLAlchemyError as e:
+        return None, f"cannot read the logins: {str(e).splitlines()[0]}"
     finally:
         engine.dispose()

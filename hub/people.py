@@ -13,6 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import re
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from config.suggest import nearest
 from hub import accounts, jhdb, offboard
 from hub.hub_client import HubClient, HubError, check
 from hub.storage import SQLRecords, now
+from spawners.accounts import AccountPolicy, existing_problem
 
 EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 MAX_IMPORT_ROWS = 5000
@@ -30,11 +33,16 @@ class PeopleError(Exception):
     """Input that cannot be used, or a step that cannot be done now; `str()` says what to do."""
 
 
+def print_warning(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr)
+
+
 @dataclass
 class Context:
     cfg: MLRPConfig
     records: SQLRecords
     hub: HubClient | None  # None: the hub is not running
+    warn: Callable[[str], None] = print_warning  # what the admin should know; nothing failed
 
     @property
     def jh_db(self) -> Path:
@@ -43,6 +51,10 @@ class Context:
     @property
     def system_accounts(self) -> bool:
         return self.cfg.accounts.mode == "system"
+
+    @property
+    def policy(self) -> AccountPolicy:
+        return self.cfg.accounts.policy()
 
 
 @dataclass
@@ -124,7 +136,30 @@ def add(ctx: Context, people: list[Person], min_length: int = 10) -> dict[str, s
         for name in made:
             accounts.delete(ctx.records, name)
         raise
+    for p in people:
+        problem = account_problem(ctx, p.name)
+        if problem:
+            ctx.warn(f"{p.name} can log in but cannot start a server yet: {problem}.")
     return made
+
+
+def account_problem(ctx: Context, name: str) -> str | None:
+    """Why `name` could not start a server for want of a Unix account (existing mode: the
+    accounts are the directory's, and MLRP makes none), or None."""
+    policy = ctx.policy
+    if policy.mode != "existing":
+        return None
+    problem = existing_problem(name, policy)
+    if problem:
+        return problem
+    unix = policy.existing_name(name)
+    if ctx.records.unix_account(name) is None and ctx.records.unix_name_retired(unix):
+        return (
+            f"Unix account {unix} belonged to a person who was removed, and is not handed to "
+            f"a new one; if it is theirs, run `mlrp user remove {name}` and then `mlrp user add "
+            f"{name} --restore`"
+        )
+    return None
 
 
 def _hub_users(hub: HubClient, names: list[str]) -> None:
@@ -209,7 +244,17 @@ class Removed:
 
 def remove(ctx: Context, name: str, archive_to: Path | None = None) -> Removed:
     """Offboard `name`: servers stopped (GPUs freed), sessions and tokens gone, hub user and
-    memberships deleted, login deleted, Unix account retired and locked (or archived)."""
+    memberships deleted, login deleted, Unix account retired and locked (or archived).
+
+    In accounts.mode existing the Unix account is the directory's, not MLRP's: it is only no
+    longer theirs on the hub (retired), never locked, archived or deleted."""
+    if archive_to is not None and ctx.policy.mode == "existing":
+        raise PeopleError(
+            f"--archive packs a Unix account MLRP created into an archive and deletes it; with "
+            f"accounts.mode: existing the accounts belong to the cluster's directory and MLRP "
+            f"never deletes them. Run `mlrp user remove {name}` without --archive (their account "
+            "and files stay as they are)."
+        )
     known = accounts.exists(ctx.records, name) or ctx.records.unix_account(name) is not None
     started = now()
     if ctx.hub is not None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from traitlets.config import Config
 
+from spawners.accounts import AccountPolicy
 from spawners.backends import Backend, UnknownBackend, backend_class
 from spawners.errors import PlacementError
 from spawners.isolation import parse_umask
@@ -35,13 +36,21 @@ class Platform:
     home_root: Path
     log_dir: Path
     umask: int = 0o077
+    account_map: dict[str, str] = field(default_factory=dict)  # hub user → existing account
     config: Config = field(default_factory=Config)  # the hub's; each Backend reads its section
     extra_backends: dict[str, type[Backend]] = field(default_factory=dict)
     backends: dict[str, Backend] = field(default_factory=dict)  # made on first use
 
     @property
     def multi_user(self) -> bool:
-        return self.accounts_mode == "system"
+        """Servers run as people's own accounts (system or existing), not the hub's."""
+        return self.accounts_mode != "single-user"
+
+    @property
+    def accounts(self) -> AccountPolicy:
+        return AccountPolicy(
+            self.accounts_mode, self.account_prefix, self.home_root, self.account_map
+        )
 
     def backend_class(self, name: str) -> type[Backend]:
         cls = self.extra_backends.get(name)
@@ -87,6 +96,7 @@ def platform_for(spawner: MLRPSpawner) -> Platform:
             home_root=Path(spawner.home_root),
             log_dir=log_dir,
             umask=parse_umask(spawner.umask),
+            account_map=dict(spawner.account_map),
             config=spawner.config,
             extra_backends=dict(spawner.backend_classes),
         )

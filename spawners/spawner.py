@@ -17,7 +17,7 @@ from typing import Any
 
 from jupyterhub.spawner import Spawner
 from traitlets import Any as AnyTrait
-from traitlets import Dict, Float, List, TraitError, Unicode, default
+from traitlets import Dict, Enum, Float, List, TraitError, Unicode, default
 from traitlets import validate as validate_trait
 
 from spawners import state as saved_state
@@ -59,16 +59,27 @@ class MLRPSpawner(Spawner):
         help="""Object implementing spawners.records.Records (GPU leases, spawn events, Unix
         accounts). config/jupyterhub_config.py sets it to hub.storage.SQLRecords.""",
     )
-    accounts_mode = Unicode(
+    accounts_mode = Enum(
+        ["system", "existing", "single-user"],
         "system",
         config=True,
         help="system: one Unix account per hub user, created on first spawn (needs root). "
-        "single-user: every server runs as the hub's own account (one developer only).",
+        "existing: each hub user runs as their existing Unix account (LDAP/SSSD on a "
+        "cluster; account_map renames), never created. single-user: every server runs as the "
+        "hub's own account (one developer only).",
     )
     account_prefix = Unicode(
         "mlrp-", config=True, help="Prefix of created Unix accounts: alice → mlrp-alice."
     )
     home_root = Unicode("/home", config=True, help="Where created accounts' homes go.")
+    account_map = Dict(
+        value_trait=Unicode(),
+        key_trait=Unicode(),
+        config=True,
+        help="accounts_mode 'existing': hub user → their existing Unix account, for people whose "
+        "Unix name differs from their hub name, e.g. {'alice': 'asmith'}; anyone not listed "
+        "runs as the account of their own name. Accounts are looked up, never created.",
+    )
     log_dir = Unicode(
         "/var/lib/mlrp/logs",
         config=True,

@@ -27,7 +27,7 @@ from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
 
-from spawners.accounts import Account, AccountError, current_account, ensure_account, server_tag
+from spawners.accounts import Account, AccountError, current_account, resolve_account, server_tag
 from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
 from spawners.backends.base import Backend, Capacity, Emit, PlacedServer, Poll
 from spawners.cgroups import (
@@ -428,16 +428,16 @@ class LocalServer(PlacedServer):
             await emit(35, f"Running as {account.name} (developer mode: no separate accounts).")
             return account
         try:
-            account, created = await ensure_account(
-                p.records, self.spawner.user.name, p.account_prefix, p.home_root
-            )
+            account, created = await resolve_account(p.records, self.spawner.user.name, p.accounts)
         except (AccountClash, AccountError) as e:
+            for_user = getattr(e, "for_user", None)  # a sentence for the person, if any
             raise PlacementError(
-                "Your Unix account could not be set up. An administrator has the details "
+                for_user
+                or "Your Unix account could not be set up. An administrator has the details "
                 "in the hub log.",
                 reason="account",
                 detail=str(e),
-                status_code=500,
+                status_code=403 if for_user else 500,
             ) from None
         verb = "Created your Unix account" if created else "Running as Unix account"
         await emit(35, f"{verb} {account.name}.")

@@ -42,6 +42,7 @@ class Mutant:
 LIFECYCLE = "tests/unit/test_lifecycle.py"
 LOCAL = "tests/unit/test_local_backend.py"
 RECONCILE = "tests/unit/test_reconcile.py"
+MAPPING = "tests/unit/test_account_mapping.py"
 MUTANTS = [
     Mutant(
         "failed-start-keeps-lease",
@@ -296,6 +297,41 @@ MUTANTS = [
             "tests/unit/test_account_creation.py::"
             "test_an_account_held_by_another_hub_user_is_never_shared",
         ),
+    ),
+    Mutant(
+        "existing-account-created",
+        "accounts.mode existing never creates an account",
+        "spawners/accounts.py",
+        '    if policy.mode == "system":\n        return await ensure_account(',
+        '    if policy.mode in ("system", "existing"):\n        return await ensure_account(',
+        (
+            f"{MAPPING}::test_a_person_without_an_account_gets_a_sentence_and_nothing_is_made",
+            f"{MAPPING}::test_the_spawn_is_refused_with_the_persons_sentence",
+        ),
+    ),
+    Mutant(
+        "existing-system-account",
+        "a hub user never runs as root or a system account in existing mode",
+        "spawners/accounts.py",
+        "    if account.uid < UID_MIN or account.uid == NOBODY_UID:",
+        "    if False:",
+        (f"{MAPPING}::test_root_and_system_accounts_are_refused",),
+    ),
+    Mutant(
+        "existing-runs-as-hub",
+        "in existing mode servers run as people's own accounts, not the hub's",
+        "spawners/platform.py",
+        'return self.accounts_mode != "single-user"',
+        'return self.accounts_mode == "system"',
+        (f"{MAPPING}::test_the_spawn_is_refused_with_the_persons_sentence",),
+    ),
+    Mutant(
+        "existing-account-shared",
+        "two hub users never share an existing account",
+        "spawners/accounts.py",
+        "    records.claim_unix_account(hub_user, account.name)",
+        "    pass",
+        (f"{MAPPING}::test_two_hub_users_never_share_an_account",),
     ),
     Mutant(
         "account-check-only-in-code",
@@ -553,7 +589,8 @@ def test_the_unmutated_code_passes_every_listed_test(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=[m.id for m in MUTANTS])
 def test_breaking_the_guarantee_fails_its_tests(tmp_path: Path, mutant: Mutant) -> None:
-    if os.geteuid() != 0 and "account_creation" in " ".join(mutant.tests):
+    listed = " ".join(mutant.tests)
+    if os.geteuid() != 0 and ("account_creation" in listed or "account_mapping" in listed):
         pytest.skip("needs root: its test creates a real Unix account")
     result = run_tests(mutated_copy(tmp_path, mutant), mutant.tests)
     assert result.returncode == 1, (
