@@ -333,6 +333,8 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_ignore_sigint if self.sigint_ignored else None,
+            # `python -m` looks in the working directory first: the copy, when there is one
+            cwd=self.code if self.code not in (None, REPO) else None,
             **self._as_user(),
         )
         log.close()
