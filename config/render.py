@@ -166,6 +166,10 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     c.JupyterHub.services = services
     c.JupyterHub.load_roles = roles
 
+    from hub.callback_api import close_batchspawner_hazard  # /hub/api/batchspawner: port only
+
+    close_batchspawner_hazard()
+
 
 def config_path_from_env() -> Path | None:
     value = os.environ.get("MLRP_CONFIG", "")

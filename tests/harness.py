@@ -246,6 +246,10 @@ class Hub:
     command: list[str] = field(default_factory=lambda: list(MLRP))
     code: Path | None = REPO
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Python that jupyterhub_config.py runs before and after it loads the MLRP configuration
+    # (e.g. importing a third-party package): the hub then runs a copy of the code carrying it.
+    config_before: str = ""
+    config_after: str = ""
     _admin_token: str = ""
 
     @property
@@ -306,8 +310,22 @@ class Hub:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config))
 
+    def _wrap_jupyterhub_config(self) -> None:
+        """Give the hub a copy of the code whose jupyterhub_config.py carries config_before
+        and config_after around the MLRP configuration."""
+        if not (self.config_before or self.config_after) or self.code is None:
+            return
+        code = self.workdir / "code"
+        if not code.exists():
+            readable_copy(code)
+        path = code / "config" / "jupyterhub_config.py"
+        original = (REPO / "config" / "jupyterhub_config.py").read_text()
+        path.write_text(f"{self.config_before}\n{original}\n{self.config_after}\n")
+        self.code = code
+
     def start(self, timeout: float = 60) -> None:
         self.write_config()
+        self._wrap_jupyterhub_config()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [*self.command, "up", "--config", str(self.config_path)],
@@ -315,6 +333,8 @@ class Hub:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=_ignore_sigint if self.sigint_ignored else None,
+            # `python -m` looks in the working directory first: the copy, when there is one
+            cwd=self.code if self.code not in (None, REPO) else None,
             **self._as_user(),
         )
         log.close()
@@ -426,16 +446,19 @@ class Hub:
         with self.db() as c:
             return dict(c.execute("SELECT hub_user, unix_name FROM unix_accounts").fetchall())
 
-    def placement_state(self, name: str) -> dict[str, Any]:
-        """What MLRPSpawner saved for the user's default server (pid, port, gpus…)."""
+    def spawner_state(self, name: str) -> dict[str, Any]:
+        """What the spawner of the user's default server saved in JupyterHub's database."""
         with sqlite3.connect(self.data_dir / "jupyterhub.sqlite") as c:
             row = c.execute(
                 "SELECT spawners.state FROM spawners JOIN users ON users.id = spawners.user_id "
                 "WHERE users.name = ? AND spawners.name = ''",
                 (name,),
             ).fetchone()
-        state = json.loads(row[0]) if row and row[0] else {}
-        return dict(state.get("mlrp", {}).get("placement", {}))
+        return dict(json.loads(row[0])) if row and row[0] else {}
+
+    def placement_state(self, name: str) -> dict[str, Any]:
+        """What MLRPSpawner saved for the user's default server (pid, port, gpus…)."""
+        return dict(self.spawner_state(name).get("mlrp", {}).get("placement", {}))
 
     def server_pid(self, name: str) -> int:
         return int(self.placement_state(name).get("pid", 0))
