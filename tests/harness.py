@@ -65,6 +65,8 @@ def readable_copy(dest: Path) -> Path:
         shutil.copytree(
             REPO / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    # The placement backends' entry points: an uninstalled checkout reads them from here.
+    shutil.copy2(REPO / "pyproject.toml", dest / "pyproject.toml")
     for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return dest
