@@ -41,6 +41,18 @@ PARTITIONS = {
     "debug": ("node1", "00:30:00"),
     "staffonly": ("node2", "01:00:00"),  # AllowGroups=root: "a partition the user may not use"
 }
+# Job states after which nothing changes any more (squeue --states=all shows them for MinJobAge).
+ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "TIMEOUT",
+}
 # Commands run with this PATH and nothing of the caller's environment but SLURM_CONF: sbatch
 # exports the submitting environment into the job, and a test's job must not inherit root's.
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -174,10 +186,14 @@ class SlurmCluster:
             seen = self.job(job_id)
             if seen[0] == state and reason in (None, seen[1]):
                 return time.monotonic() - start
+            if seen[0] in ENDED:
+                break  # it will not change any more
             time.sleep(0.1)
+        out = self.dir / "jobs" / "*" / f"{job_id}.out"
         raise SlurmError(
-            f"job {job_id} not {state} {reason or ''} after {timeout:.0f} s (squeue:"
-            f" {seen[0] or 'gone'} {seen[1]}); see {self.log_dir}/ctld.log"
+            f"job {job_id} is {seen[0] or 'gone'} {seen[1]}, not {state} {reason or ''}"
+            f" (waited {time.monotonic() - start:.0f} s); see its output {out}"
+            f" and {self.log_dir}/ctld.log"
         )
 
     # -- processes -----------------------------------------------------------------------------
@@ -223,8 +239,9 @@ class SlurmCluster:
         os.kill(pid, signal.SIGCONT)
         _wait_pid_state(pid, stopped=False)
 
-    def stop(self) -> None:
-        """End every process of this cluster by PID and remove its directory. Idempotent."""
+    def stop(self, keep_dir: bool = False) -> None:
+        """End every process of this cluster by PID and remove its directory (unless `keep_dir`
+        or MLRP_KEEP_TEST_DIRS is set). Idempotent."""
         if self.stopped:
             return
         daemons = {p.pid for p in self.procs.values() if p.poll() is None}
@@ -248,7 +265,7 @@ class SlurmCluster:
                 self._reap()
                 time.sleep(0.02)
         self.stopped = True
-        if not os.environ.get("MLRP_KEEP_TEST_DIRS"):
+        if not (keep_dir or os.environ.get("MLRP_KEEP_TEST_DIRS")):
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _reap(self) -> None:
@@ -367,38 +384,60 @@ def _spawn(cluster: SlurmCluster, name: str, argv: list[str]) -> None:
 
 
 def _wait(
-    cluster: SlurmCluster, what: str, log: str, ready: Callable[[], bool], timeout: float
+    cluster: SlurmCluster,
+    what: str,
+    log: Path,
+    ready: Callable[[], tuple[bool, str]],
+    timeout: float,
 ) -> None:
+    """Wait until ready() says (True, ...); else SlurmError with what it saw last and the end of
+    `log` (or of the output of a daemon that exited)."""
     deadline = time.monotonic() + timeout
+    seen = ""
     while time.monotonic() < deadline:
         for name, proc in cluster.procs.items():
             if proc.poll() is not None:
+                out = cluster.log_dir / f"{name}.out"
                 raise SlurmError(
-                    f"{name} exited with status {proc.returncode} while waiting for {what};"
-                    f" see {cluster.log_dir}/{name}.out and {log}"
+                    f"{name} exited with status {proc.returncode} while waiting for {what}."
+                    f"{_tail(out)}{_tail(log)}"
                 )
-        if ready():
+        ok, seen = ready()
+        if ok:
             return
         time.sleep(0.1)
-    raise SlurmError(f"{what} not within {timeout:.0f} s; see {log}")
+    raise SlurmError(f"{what} not within {timeout:.0f} s (last seen: {seen}).{_tail(log)}")
 
 
-def _nodes_idle(cluster: SlurmCluster) -> bool:
+def _tail(log: Path, lines: int = 8) -> str:
+    try:
+        text = log.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f" ({log} does not exist)"
+    return f"\nThe end of {log}:\n" + "\n".join(f"  {line}" for line in text)
+
+
+def _nodes_idle(cluster: SlurmCluster) -> tuple[bool, str]:
     r = cluster.run(["sinfo", "--noheader", "--Node", "--format=%N %T"], timeout=10)
+    if r.returncode != 0:
+        return False, f"sinfo: {r.stderr.strip()}"
     states = dict(line.split() for line in r.stdout.splitlines() if line.strip())
-    return r.returncode == 0 and all(states.get(n) == "idle" for n in NODES)
+    return all(states.get(n) == "idle" for n in NODES), ", ".join(
+        f"{n} {states.get(n, 'missing')}" for n in NODES
+    )
 
 
 def start_cluster(timeout: float = 30) -> SlurmCluster:
     """Start a private cluster in a fresh directory; it is ready (both nodes idle) on return.
-    On failure everything started is stopped and SlurmError names the log to read."""
+    On failure everything started is stopped, the directory is kept for its logs, and
+    SlurmError says what was missing, with the end of the log that tells why."""
     d = shared_dir("slurm-")
     ports = {"slurmctld": free_port(), **{n: free_port() for n in NODES}}
     cluster = SlurmCluster(d, ports)
     try:
         _layout(d, "mlrp" + secrets.token_hex(3), ports)
         m = d / "munge"
-        munged_log = f"{m}/munged.log"
+        munged_log = m / "munged.log"
         _spawn(
             cluster,
             "munged",
@@ -413,7 +452,13 @@ def start_cluster(timeout: float = 30) -> SlurmCluster:
                 f"--seed-file={m}/munged.seed",
             ],
         )
-        _wait(cluster, "munged's socket", munged_log, cluster.munge_socket.exists, timeout)
+        _wait(
+            cluster,
+            "munged's socket",
+            munged_log,
+            lambda: (cluster.munge_socket.exists(), "no socket"),
+            timeout,
+        )
         _spawn(cluster, "slurmctld", ["slurmctld", "-D", "-f", str(cluster.conf)])
         for node in NODES:
             # -s: slurmd works in the log directory, and so do the job steps it forks off
@@ -425,11 +470,11 @@ def start_cluster(timeout: float = 30) -> SlurmCluster:
         _wait(
             cluster,
             "both nodes idle in sinfo",
-            f"{cluster.log_dir}/ctld.log",
+            cluster.log_dir / "ctld.log",
             lambda: _nodes_idle(cluster),
             timeout,
         )
     except BaseException:
-        cluster.stop()
+        cluster.stop(keep_dir=True)
         raise
     return cluster

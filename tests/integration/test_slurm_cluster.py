@@ -167,6 +167,7 @@ def test_stop_leaves_no_process_and_no_directory(account: str) -> None:
     cluster = start_cluster()
     try:
         job = cluster.sbatch(account, "--gres=gpu:1", "--wrap=echo started; exec sleep 300")
+        cluster.wait_for_state(job, "RUNNING")
         output = cluster.log_dir_for(account) / f"{job}.out"
         deadline = time.monotonic() + 20
         while not (output.exists() and output.read_text()) and time.monotonic() < deadline:
