@@ -83,6 +83,9 @@ class SlurmError(RuntimeError):
 
 @dataclass
 class SlurmCluster:
+    """A started cluster (from start_cluster()). Clients reach it with `env` (SLURM_CONF); `run`
+    runs one as root or as a test account; `stop()` ends it by PID."""
+
     dir: Path
     ports: dict[str, int]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
