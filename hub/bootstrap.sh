@@ -55,7 +55,7 @@ apt_missing() {
 
 APT=(python3-venv passwd procps)
 command -v npm >/dev/null || APT+=(npm)  # Debian ships npm apart from nodejs
-[ "$MODE" = test ] && APT+=(chromium git)
+[ "$MODE" = test ] && APT+=(chromium git slurmctld slurmd slurm-client munge)  # Slurm: tests/slurm.py
 apt_missing "${APT[@]}"
 
 mkdir -p "$PREFIX"

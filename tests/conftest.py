@@ -16,6 +16,7 @@ from harness import Hub, running_hub  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
+    from slurm import SlurmCluster
 
     from hub.storage import SQLRecords
 
@@ -56,6 +57,27 @@ def browser() -> Iterator[Browser]:
 
     with chromium() as b:
         yield b
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    """A real private Slurm cluster (tests/slurm.py), started when a test first asks for it and
+    stopped, by PID, at the end of the run. Mark tests that use it `pytest.mark.slurm`."""
+    from slurm import missing_packages, start_cluster
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the Slurm daemons run as root and jobs run as test accounts")
+    missing = missing_packages()
+    if missing:
+        pytest.skip(
+            f"real Slurm needs the Debian package(s) {', '.join(missing)};"
+            " `bash hub/bootstrap.sh test` installs them"
+        )
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
