@@ -18,6 +18,7 @@ from tornado import web
 
 from hub.gpu_usage import Usage, usage_async
 from hub.gpu_view import as_json, gpu_rows, local_time, utc_now
+from spawners.state import profile_of
 
 FORMATS = ("html", "json")
 
@@ -50,9 +51,7 @@ class GPUPageHandler(BaseHandler):
         records: Any = self.authenticator.records
         usage = await usage_async()
         profiles = {
-            f"{sp.user.name}/{sp.name or ''}": str(
-                (sp.state or {}).get("mlrp", {}).get("profile", "")
-            )
+            f"{sp.user.name}/{sp.name or ''}": profile_of(sp.state)
             for sp in self.db.query(orm.Spawner)
         }
         node = socket.gethostname()

@@ -19,6 +19,7 @@ from hub.gpu_usage import Usage
 from hub.jhdb import server_rows
 from spawners.gpus import UsageReport
 from spawners.records import Lease, held_tag
+from spawners.state import profile_of
 
 GIB = 1024  # MiB
 NO_NVML = "n/a (no NVML)"
@@ -103,8 +104,8 @@ def server_profiles(jupyterhub_db: Path) -> dict[str, str]:
     found = {}
     for row in server_rows(jupyterhub_db) or []:
         try:
-            profile = json.loads(row.state or "{}").get("mlrp", {}).get("profile", "")
-        except (ValueError, AttributeError):
+            profile = profile_of(json.loads(row.state or "{}"))
+        except ValueError:
             profile = ""
         found[f"{row.user}/{row.server}"] = profile
     return found

@@ -66,3 +66,14 @@ def migrate(saved: dict[str, Any]) -> dict[str, Any]:
             raise
         raise StateError(f"saved state is damaged ({e!r}): {saved!r:.80}") from None
     return state
+
+
+def profile_of(jupyterhub_state: object) -> str:
+    """The profile slug a server was started with, from JupyterHub's whole spawner state (any
+    version we can read); "" when there is none or it cannot be read."""
+    if not isinstance(jupyterhub_state, dict):
+        return ""
+    try:
+        return str(migrate(jupyterhub_state.get(KEY) or {})["request"].get("profile", ""))
+    except (StateError, AttributeError):
+        return ""

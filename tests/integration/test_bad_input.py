@@ -128,11 +128,12 @@ def test_gpu_choice_outside_allowed_list(hub: Hub) -> None:
     assert "admin/" not in hub.leases().values()
 
 
-def test_batchspawner_api_is_not_exposed(hub: Hub) -> None:
-    """ENVIRONMENT.md's hazard: /hub/api/batchspawner sets any spawner attribute. Never served."""
+def test_batchspawner_api_takes_only_a_port(hub: Hub) -> None:
+    """ENVIRONMENT.md's hazard: batchspawner's /hub/api/batchspawner sets any spawner attribute.
+    Ours answers there instead (hub/callback_api.py) and refuses anything but a port."""
     token = hub.user_token("alice")
     r = hub.api("POST", "/batchspawner", token=token, json={"port": 1, "exec_prefix": "sh"})
-    assert r.status_code == 404
+    assert r.status_code == 400 and "exec_prefix" in r.text, r.text
 
 
 def test_failure_stays_visible_on_the_form_after_reload(

@@ -226,8 +226,8 @@ MUTANTS = [
         "start-overwrites-stale-checkpoint",
         "a new start cleans its owner's stale checkpoint first",
         "spawners/spawner.py",
-        "            await self._clean_stale_checkpoint()\n",
-        "",
+        "            await self._clean_stale_checkpoint()\n            request = self.validate()",
+        "            request = self.validate()",
         (f"{RECONCILE}::test_a_new_start_cleans_a_stale_checkpoint_of_its_owner_first",),
     ),
     Mutant(
