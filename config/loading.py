@@ -91,4 +91,4 @@ def load_for_hub(c: Any) -> None:
     configure(c, cfg, records)
     from hub.reconcile import run_in_hub
 
-    run_in_hub(c)
+    run_in_hub()

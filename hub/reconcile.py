@@ -9,8 +9,12 @@ import asyncio
 import logging
 from typing import Any
 
+from jupyterhub.app import JupyterHub
+
+from spawners.platform import platform_for
 from spawners.reconcile import reconcile_once
 from spawners.records import owner_key
+from spawners.spawner import MLRPSpawner
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ def hub_live_owners(app: Any) -> set[str]:
     return owners
 
 
-def run_in_hub(c: Any) -> None:
+def run_in_hub() -> None:
     """Schedule reconciliation inside the hub that is loading this config: first once the hub
     has started (JupyterHub has re-checked its servers), then every reconcile_interval."""
     try:
@@ -40,7 +44,7 @@ def run_in_hub(c: Any) -> None:
     except RuntimeError:
         log.warning("No event loop while loading the config: reconciliation will not run")
         return
-    task = loop.create_task(_reconcile_forever(c))
+    task = loop.create_task(_reconcile_forever())
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
 
@@ -48,18 +52,12 @@ def run_in_hub(c: Any) -> None:
 _TASKS: set[asyncio.Task[None]] = set()
 
 
-async def _reconcile_forever(c: Any) -> None:
-    from jupyterhub.app import JupyterHub
-
+async def _reconcile_forever() -> None:
     app = JupyterHub.instance()
     started = getattr(app, "_start_future", None)  # JupyterHub 5 and 6: set once it runs
     if started is not None:
         await started
-    from spawners.spawner import MLRPSpawner
-
     settings = MLRPSpawner(config=app.config)  # reads its traits only: starts nothing
-    from spawners.platform import platform_for
-
     platform = platform_for(settings)
     backends = {str(p.get("backend", "local")) for p in settings.profiles}
     interval = float(settings.reconcile_interval)

@@ -108,11 +108,6 @@ def loaded_platforms() -> list[Platform]:
     return list(_cache.values())
 
 
-def forget_platforms() -> None:
-    """Drop every cached platform (tests that build several hubs in one process)."""
-    _cache.clear()
-
-
 def _share_hub_log(app_log: logging.Logger) -> None:
     """Send our modules' log records (spawners.*, hub.*) to JupyterHub's log, at its level.
 

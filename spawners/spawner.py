@@ -27,7 +27,7 @@ from spawners.isolation import parse_umask
 from spawners.platform import Platform, platform_for
 from spawners.profiles import OptionsError, Profile, SpawnRequest, form_to_options, parse_request
 from spawners.reconcile import clean_checkpoint
-from spawners.records import Event, owner_key
+from spawners.records import Checkpoint, Event, owner_key
 
 STATE_VERSION = saved_state.VERSION
 PATIENCE_AFTER = 60.0
@@ -293,8 +293,7 @@ class MLRPSpawner(Spawner):
         """A checkpoint left by an earlier server of this owner that nobody cleaned yet (the hub
         was killed, and reconciliation has not run): clean it before placing a new one, so it
         can never be overwritten and orphaned."""
-        records = self.platform.records
-        stale = next((c for c in records.checkpoints() if c.owner == self.owner), None)
+        stale = self._own_checkpoint()
         if stale is not None:
             self.log.warning("Reconcile: %s", await clean_checkpoint(self.platform, stale))
 
@@ -442,8 +441,11 @@ class MLRPSpawner(Spawner):
         orm_spawner = getattr(self, "orm_spawner", None)
         if orm_spawner is None or getattr(orm_spawner, "server", None) is None:
             return None
-        found = [c for c in self.platform.records.checkpoints() if c.owner == self.owner]
-        return found[0].state if found else None
+        found = self._own_checkpoint()
+        return found.state if found is not None else None
+
+    def _own_checkpoint(self) -> Checkpoint | None:
+        return next((c for c in self.platform.records.checkpoints() if c.owner == self.owner), None)
 
     def _saved_request(self, options: dict[str, Any]) -> SpawnRequest | None:
         """The request a running server was started with, if its profile still exists (an

@@ -35,7 +35,9 @@ PACKAGES = ("hub", "spawners", "config")
 # The environment the tests run in: dependencies only (hub/bootstrap.sh test), so user servers
 # started from it can import nothing of ours.
 VENV = Path(sys.executable).parent.parent
-PROXY = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp")) / "node/node_modules/.bin"
+# Where hub/bootstrap.sh installed the proxy and the test environments ($MLRP_PREFIX).
+PREFIX = Path(os.environ.get("MLRP_PREFIX", "/opt/mlrp"))
+PROXY = PREFIX / "node/node_modules/.bin"
 PROXY_CMD = str(PROXY / "configurable-http-proxy")
 MLRP = [sys.executable, "-m", "hub.cli"]
 # Where tests put what user servers must see (images, device nodes, installs): not /tmp or
@@ -113,18 +115,32 @@ def wait_for_hub(
 def stop_hub(proc: subprocess.Popen[bytes] | None, proxy_pid_file: Path) -> None:
     """SIGTERM to a hub by PID (it stops its proxy); one that does not stop within 30 s is
     killed, and its proxy, which a killed hub cannot stop, gets SIGTERM by its recorded PID."""
-    if proc is None or proc.poll() is not None:
+    if proc is None:
         return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
         try:
-            os.kill(int(proxy_pid_file.read_text().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass  # no pid file, or the proxy is gone already
+            proc.wait(timeout=30)
+            return
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    _stop_orphaned_proxy(proxy_pid_file)
+
+
+def _stop_orphaned_proxy(proxy_pid_file: Path) -> None:
+    """A hub that died or was killed leaves its proxy running: SIGTERM it by its recorded PID,
+    if that PID is still a configurable-http-proxy (a stale file may name a reused PID)."""
+    try:
+        pid = int(proxy_pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return  # no pid file, or the proxy is gone already
+    if b"configurable-http-proxy" in cmdline:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
 
 
 def _ignore_sigint() -> None:

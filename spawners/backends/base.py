@@ -43,7 +43,6 @@ class Capacity:
     gpus_free: int
     limits_enforced: bool
     limits_note: str
-    queue_note: str = ""  # e.g. "3 jobs waiting on partition gpu" (schedulers only)
 
 
 class PollStatus(Enum):

@@ -105,6 +105,23 @@ class _Hub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
+def _job(where: Path, **change: Any) -> BatchJob:
+    """A one-CPU job on partition gpu writing its log under `where`; `change` sets the rest."""
+    values: dict[str, Any] = dict(
+        partition="gpu",
+        cpus=1,
+        memory_mb=100,
+        walltime_minutes=1,
+        output=f"{where}/job-%j.log",
+        workdir=str(where),
+        env_prefix=f"{where}/env",
+        bind_ip="127.0.0.1",
+        export=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"),
+    )
+    values.update(change)
+    return BatchJob(**values)
+
+
 async def test_rendered_script_runs_as_the_user_with_its_gpus(cluster: Any, shared: Path) -> None:
     hub = _Hub()
     try:
@@ -115,17 +132,12 @@ async def test_rendered_script_runs_as_the_user_with_its_gpus(cluster: Any, shar
             JUPYTERHUB_USER="alice",
             SECRET="stays-on-the-hub",
         )
-        job = BatchJob(
+        job = _job(
+            shared,
             tag="cmds-test",
-            partition="gpu",
             gpus=2,
-            cpus=1,
             memory_mb=500,
             walltime_minutes=2,
-            output=f"{shared}/job-%j.log",
-            workdir=str(shared),
-            env_prefix=f"{shared}/env",
-            bind_ip="127.0.0.1",
             export=tuple(k for k in env if k != "SECRET"),
         )
         job_id = await submit(render(job), user=USER, partition="gpu", env=env)
@@ -172,21 +184,7 @@ async def test_free_gpus_and_an_impossible_request(cluster: Any) -> None:
         assert (gpu.gpus_total, gpu.gpus_free) == (8, 6)
     finally:
         cluster.cancel(held)
-    script = render(
-        BatchJob(
-            tag="too-many",
-            partition="gpu",
-            gpus=9,
-            cpus=1,
-            memory_mb=100,
-            walltime_minutes=1,
-            output="/tmp/mlrp-never-%j.log",
-            workdir="/tmp",
-            env_prefix="/usr",
-            bind_ip="127.0.0.1",
-            export=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"),
-        )
-    )
+    script = render(_job(Path("/tmp"), tag="too-many", gpus=9, env_prefix="/usr"))
     with pytest.raises(SubmitError) as refused:
         await submit(script, user=USER, partition="gpu", env=env)
     assert refused.value.reason == "impossible"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import PREFIX, REPO
 
 from hub.callback_api import (
     ALREADY_REPORTED,
@@ -25,8 +26,8 @@ from hub.callback_api import (
 
 pytestmark = pytest.mark.unit
 
-REPO = Path(__file__).resolve().parents[2]
-JUPYTERHUB5 = Path("/opt/mlrp/venv-jupyterhub5/bin/python")
+# The JupyterHub 5 test environment bootstrap made; it runs the checkout's code (PYTHONPATH).
+JUPYTERHUB5 = PREFIX / "venv-jupyterhub5" / "bin" / "python"
 
 
 @pytest.mark.parametrize(
