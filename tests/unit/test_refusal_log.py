@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 from tornado.log import app_log, gen_log
+from traitlets.config import Config
 
 from hub.storage import SQLRecords
 from spawners.backends.local import LocalBackend
@@ -26,6 +27,9 @@ PROFILES = [
 HUB_LOG = logging.getLogger("test-hub")  # stands in for JupyterHub's application log
 
 
+NO_GPUS = {"gpu_source": "config", "gpu_devices": [], "enforce_limits": False}
+
+
 @pytest.fixture()
 def spawner(tmp_path: Path) -> MLRPSpawner:
     records = SQLRecords.from_url(f"sqlite:///{tmp_path / 'mlrp.sqlite'}")
@@ -34,11 +38,10 @@ def spawner(tmp_path: Path) -> MLRPSpawner:
         user=user,
         records=records,
         profiles=PROFILES,
-        gpu_source="config",
-        gpu_devices=[],  # no GPU: every GPU request is refused
         log_dir=str(tmp_path / "logs"),
-        enforce_limits=False,
         log=HUB_LOG,
+        # no GPU: every GPU request is refused
+        config=Config({"LocalBackend": NO_GPUS}),
     )
 
 
