@@ -13,7 +13,7 @@ from typing import Any
 
 from markupsafe import escape
 
-from config.schema import ConfigError, MLRPConfig, ProfileSection
+from config.schema import ConfigError, MLRPConfig, ProfileSection, SlurmSection
 from hub import hub_client
 from hub.tls import self_signed_paths
 from spawners.gpus import GPUSourceError, Inventory, load_inventory
@@ -22,7 +22,7 @@ CULLER_ROLE_SCOPES = ["list:users", "read:users:activity", "read:servers", "dele
 
 
 def node_inventory(cfg: MLRPConfig, source: str = "configuration") -> Inventory:
-    """The GPUs this node offers under `cfg`; ConfigError if a profile asks for more."""
+    """The GPUs this node offers under `cfg`; ConfigError if a local profile asks for more."""
     try:
         inv = load_inventory(cfg.gpus.source, cfg.gpus.devices)
     except GPUSourceError as e:
@@ -30,7 +30,7 @@ def node_inventory(cfg: MLRPConfig, source: str = "configuration") -> Inventory:
     problems = []
     for i, p in enumerate(cfg.profiles):
         most = max(p.gpu_choices)
-        if most > len(inv.gpus):
+        if p.backend == "local" and most > len(inv.gpus):  # other backends: not this node's
             where = "NVML" if inv.source == "nvml" else "gpus.devices"
             problems.append(
                 f"profiles[{i}] ({p.slug}).gpus: asks for up to {most} GPU(s) but this node has "
@@ -130,6 +130,8 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     local.gpu_source = cfg.gpus.source
     local.gpu_devices = list(cfg.gpus.devices)
     local.tmp_dir = str(data / "tmp")
+    if cfg.slurm is not None or any(p.backend == "slurm" for p in cfg.profiles):
+        _configure_slurm(c, cfg)
     # Reconciliation runs inside the hub, at start and then periodically (hub/reconcile.py).
     c.MLRPSpawner.reconcile_interval = h.reconcile_interval
     if cfg.accounts.mode == "single-user" and os.getuid() == 0:
@@ -169,6 +171,27 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     from hub.callback_api import close_batchspawner_hazard  # /hub/api/batchspawner: port only
 
     close_batchspawner_hazard()
+
+
+def _configure_slurm(c: Any, cfg: MLRPConfig) -> None:
+    """c.SlurmBackend from the `slurm:` section (spawners/backends/slurm.py has the help)."""
+    sl = cfg.slurm if cfg.slurm is not None else SlurmSection()  # type: ignore[call-arg]
+    b = c.SlurmBackend
+    for command in ("sbatch", "squeue", "scancel", "scontrol"):
+        setattr(b, f"{command}_command", [str(sl.bin_dir / command)])
+    b.command_path = f"{sl.bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    if sl.conf is not None:
+        b.slurm_conf = str(sl.conf)
+    b.server_ip = sl.server_ip
+    b.node_addresses = dict(sl.node_addresses)
+    b.output_dir = sl.output_dir
+    b.poll_period = float(sl.poll_interval)
+    b.walltime_warning = sl.walltime_warning
+    if sl.hub_api_address is not None:
+        host = f"[{sl.hub_api_address}]" if ":" in sl.hub_api_address else sl.hub_api_address
+        url = f"http://{host}:{cfg.hub.hub_port}"
+        c.JupyterHub.hub_bind_url = url
+        c.JupyterHub.hub_connect_url = url
 
 
 def config_path_from_env() -> Path | None:

@@ -10,6 +10,7 @@ pydantic runs only on valid sections (the cross-references below) still speak.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import sys
 import unicodedata
@@ -512,6 +513,80 @@ def _options_problems(backend: str, error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class SlurmSection(_Strict):
+    """How the hub reaches a Slurm cluster (profiles with `backend: slurm`)."""
+
+    conf: Path | None = Field(
+        None,
+        description="The cluster's slurm.conf (SLURM_CONF); default: Slurm's own "
+        "(/etc/slurm/slurm.conf).",
+    )
+    bin_dir: Path = Field(
+        Path("/usr/bin"), description="Where sbatch, squeue, scancel and scontrol are."
+    )
+    server_ip: str = Field(
+        "0.0.0.0",
+        description="Address sessions listen on, on their node; the hub must reach it. "
+        "0.0.0.0: every address of the node.",
+    )
+    hub_api_address: str | None = Field(
+        None,
+        description="An address of this host that compute nodes reach: the hub's API then "
+        "listens there (hub.hub_port) as well as for local servers, and jobs report to it. "
+        "Default: loopback only, enough when the nodes are this host.",
+    )
+    node_addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node name → address the hub reaches it at, where Slurm's NodeAddr is "
+        "not reachable from the hub.",
+    )
+    output_dir: str = Field(
+        "{home}/.mlrp/slurm",
+        description="Where each session's job output goes, on a filesystem the nodes and the "
+        "hub share; {home} and {user} are replaced.",
+    )
+    poll_interval: int = Field(
+        10, ge=1, le=600, description="Seconds between the one squeue for all sessions."
+    )
+    walltime_warning: int = Field(
+        600,
+        ge=0,
+        description="Seconds before a session's walltime ends at which it gets a warning "
+        "event (0: none).",
+    )
+
+    @field_validator("server_ip", "hub_api_address")
+    @classmethod
+    def _ip(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return str(ipaddress.ip_address(v))
+        except ValueError:
+            raise ValueError(f"must be an IP address such as 10.0.0.5, not {v!r}") from None
+
+    @field_validator("node_addresses")
+    @classmethod
+    def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for node, address in v.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{node}: must be an IP address, not {address!r}") from None
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir(cls, v: str) -> str:
+        plain = v.replace("{home}", "/h").replace("{user}", "u")
+        if not re.fullmatch(r"/[A-Za-z0-9._/+@-]*", plain) or "/../" in plain + "/":
+            raise ValueError(
+                "must be an absolute path of letters, digits and . _ / + @ -, where {home} "
+                f"and {{user}} may appear; got {v!r}"
+            )
+        return v
+
+
 class CullerSection(_Strict):
     enabled: bool = True
     timeout: int = Field(3600, ge=60, description="Default idle seconds before a server stops.")
@@ -531,6 +606,9 @@ class MLRPConfig(_Strict):
     groups: dict[Annotated[str, Field(pattern=GROUP_RE)], list[str]] = Field(default_factory=dict)
     profiles: list[ProfileSection] = Field(min_length=1)
     idle_culler: CullerSection = Field(default_factory=CullerSection)  # type: ignore[arg-type]
+    slurm: SlurmSection | None = Field(
+        None, description="The Slurm cluster of profiles with backend: slurm."
+    )
 
     @model_validator(mode="after")
     def _cross_references(self, info: ValidationInfo) -> MLRPConfig:

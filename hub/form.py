@@ -52,12 +52,36 @@ class Row:
     idle: str
     blocked: Blocked | None
     choices: tuple[Choice, ...]
+    capacity: Capacity
     checked: bool = False
+
+    @property
+    def free_text(self) -> str:
+        """What the row says of free GPUs: "3 free now", or for a backend that queues "3 free
+        now on partition gpu; more waits in the queue"."""
+        cap = self.capacity
+        if cap.queued:
+            return f"{cap.gpus_free} free now on {cap.where}; a start may wait in the queue"
+        return f"{cap.gpus_free} free now"
+
+    @property
+    def unfit_text(self) -> str:
+        """Beside a GPU count that cannot be picked."""
+        return "more than a node has" if self.capacity.queued else "not free now"
 
 
 def blocked_by(profile: Profile, cap: Capacity) -> Blocked | None:
-    """None if `profile` can start with what is free now, else why not."""
+    """None if `profile` can start with what is free now (or, on a backend that queues, could
+    ever run), else why not."""
     need = min(profile.gpu_choices)
+    if cap.queued:  # a full partition means a wait in the queue, not a refusal
+        if need <= cap.gpus_total:
+            return None
+        return Blocked(
+            f"This profile needs {need} GPU(s) and the nodes of {cap.where} have at most "
+            f"{cap.gpus_total} each",
+            "Pick another profile, or ask your administrator",
+        )
     if need <= cap.gpus_free:
         return None
     if need > cap.gpus_total:
@@ -76,8 +100,8 @@ def blocked_by(profile: Profile, cap: Capacity) -> Blocked | None:
 
 
 def gpu_choices(profile: Profile, free: int) -> tuple[Choice, ...]:
-    """The profile's GPU counts, those that do not fit now marked; the default stays selected
-    if it fits, else the largest count that does."""
+    """The profile's GPU counts, those that do not fit `free` marked; the default stays
+    selected if it fits, else the largest count that does."""
     fitting = [n for n in profile.gpu_choices if n <= free]
     pick = profile.default_gpus if profile.default_gpus in fitting or not fitting else max(fitting)
     return tuple(Choice(n, n <= free, n == pick) for n in profile.gpu_choices)
@@ -119,13 +143,12 @@ def human_seconds(s: int | None) -> str:
 
 def render_form(spawner: MLRPSpawner) -> str:
     profiles = spawner.visible_profiles()
-    total = free = 0
-    enforced, note = True, ""
+    node: Capacity | None = None  # this server's GPUs, from its last local profile
     rows = []
     for p in profiles:
         cap = spawner.capacity(p)
-        total, free = cap.gpus_total, cap.gpus_free
-        enforced, note = cap.limits_enforced, cap.limits_note
+        if not cap.queued:
+            node = cap
         rows.append(
             Row(
                 profile=p,
@@ -133,7 +156,9 @@ def render_form(spawner: MLRPSpawner) -> str:
                 memory=human_bytes(p.memory_bytes),
                 idle=human_seconds(p.idle_timeout),
                 blocked=blocked_by(p, cap),
-                choices=gpu_choices(p, cap.gpus_free),
+                # a queue takes any count a node has; otherwise what is free now
+                choices=gpu_choices(p, cap.gpus_total if cap.queued else cap.gpus_free),
+                capacity=cap,
             )
         )
     first = next((i for i, row in enumerate(rows) if row.blocked is None), None)
@@ -143,8 +168,5 @@ def render_form(spawner: MLRPSpawner) -> str:
         rows=rows,
         cannot_start=cannot_start(rows),
         failure=spawner.last_failure(),
-        gpus_total=total,
-        gpus_free=free,
-        limits_enforced=enforced,
-        limits_note=note,
+        node=node,
     )

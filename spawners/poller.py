@@ -55,12 +55,15 @@ class SharedPoller(Generic[K]):
     def watched(self) -> list[K]:
         return list(self._watched)
 
-    async def status(self, key: K) -> Poll:
-        """`key`'s state as of at most one period ago (asking now if the last batch is older)."""
+    async def status(self, key: K, max_age: float | None = None) -> Poll:
+        """`key`'s state as of at most `max_age` seconds ago (default: one period), asking now
+        if the last batch is older. A starting server asks more often than the period; its
+        checks are still one batch for everyone asking at that moment."""
         if key not in self._watched:
             self.watch(key)
         loop = asyncio.get_running_loop()
-        if key not in self._last or loop.time() - self._asked_at >= self.period:
+        age = self.period if max_age is None else max_age
+        if key not in self._last or loop.time() - self._asked_at >= age:
             await self.refresh()
         return self._last.get(key, Poll.unknown("not checked yet"))
 

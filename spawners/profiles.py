@@ -77,6 +77,20 @@ class SpawnRequest:
         return {"profile": self.profile.slug, "gpus": self.gpus}
 
 
+def idle_args(idle_timeout: int | None) -> list[str]:
+    """jupyterhub-singleuser options that stop an idle server (and its idle kernels) after
+    `idle_timeout` seconds, on every backend; none without a timeout."""
+    if not idle_timeout:
+        return []
+    t = idle_timeout
+    return [
+        f"--ServerApp.shutdown_no_activity_timeout={t}",
+        f"--MappingKernelManager.cull_idle_timeout={t}",
+        f"--MappingKernelManager.cull_interval={min(300, max(30, t // 4))}",
+        "--MappingKernelManager.cull_connected=True",
+    ]
+
+
 class OptionsError(ValueError):
     """Bad spawn options. `str(e)` is a sentence for the user."""
 

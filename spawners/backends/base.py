@@ -26,6 +26,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 from traitlets.config import LoggingConfigurable
 
+from spawners.accounts import Account, AccountError, current_account, resolve_account
+from spawners.errors import PlacementError
+from spawners.records import AccountClash
+
 if TYPE_CHECKING:
     from spawners.platform import Platform
     from spawners.profiles import Profile, SpawnRequest
@@ -43,6 +47,9 @@ class Capacity:
     gpus_free: int
     limits_enforced: bool
     limits_note: str
+    queued: bool = False  # a full backend queues the start (Slurm) instead of refusing it
+    where: str = "this server"  # what the GPU counts are of, for the form
+    summary: str = ""  # more for the form's row, e.g. "walltime 8 h"
 
 
 class PollStatus(Enum):
@@ -178,3 +185,28 @@ class PlacedServer(ABC):
     @property
     def gpus(self) -> list[str]:
         return []
+
+
+async def server_account(server: PlacedServer, emit: Emit) -> Account:
+    """The Unix account `server` runs as (found, or created in system mode), said in progress;
+    PlacementError with a sentence for the person when there is none to use."""
+    p = server.platform
+    if not p.multi_user:
+        account = current_account()
+        await emit(35, f"Running as {account.name} (developer mode: no separate accounts).")
+        return account
+    try:
+        account, created = await resolve_account(p.records, server.spawner.user.name, p.accounts)
+    except (AccountClash, AccountError) as e:
+        for_user = getattr(e, "for_user", None)  # a sentence for the person, if any
+        raise PlacementError(
+            for_user
+            or "Your Unix account could not be set up. An administrator has the details "
+            "in the hub log.",
+            reason="account",
+            detail=str(e),
+            status_code=403 if for_user else 500,
+        ) from None
+    verb = "Created your Unix account" if created else "Running as Unix account"
+    await emit(35, f"{verb} {account.name}.")
+    return account

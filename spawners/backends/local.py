@@ -27,9 +27,9 @@ from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
 from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
 
-from spawners.accounts import Account, AccountError, current_account, resolve_account, server_tag
+from spawners.accounts import server_tag
 from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
-from spawners.backends.base import Backend, Capacity, Emit, PlacedServer, Poll
+from spawners.backends.base import Backend, Capacity, Emit, PlacedServer, Poll, server_account
 from spawners.cgroups import (
     CgroupSupport,
     KillSupport,
@@ -43,8 +43,8 @@ from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
 from spawners.errors import PlacementError
 from spawners.gpus import GPUAllocator, Inventory, NoFreeGPUs, load_inventory
 from spawners.isolation import PrivateTmp, private_tmp_works, shm_size
-from spawners.profiles import Profile, SpawnRequest
-from spawners.records import AccountClash, Checkpoint, held_owner, held_tag
+from spawners.profiles import Profile, SpawnRequest, idle_args
+from spawners.records import Checkpoint, held_owner, held_tag
 
 if TYPE_CHECKING:
     from spawners.platform import Platform
@@ -421,28 +421,6 @@ class LocalServer(PlacedServer):
         port = self.child.port if self.child is not None else 0
         return f"http://127.0.0.1:{port}" if port else None
 
-    async def _account(self, emit: Emit) -> Account:
-        p = self.platform
-        if not p.multi_user:
-            account = current_account()
-            await emit(35, f"Running as {account.name} (developer mode: no separate accounts).")
-            return account
-        try:
-            account, created = await resolve_account(p.records, self.spawner.user.name, p.accounts)
-        except (AccountClash, AccountError) as e:
-            for_user = getattr(e, "for_user", None)  # a sentence for the person, if any
-            raise PlacementError(
-                for_user
-                or "Your Unix account could not be set up. An administrator has the details "
-                "in the hub log.",
-                reason="account",
-                detail=str(e),
-                status_code=403 if for_user else 500,
-            ) from None
-        verb = "Created your Unix account" if created else "Running as Unix account"
-        await emit(35, f"{verb} {account.name}.")
-        return account
-
     async def start(self, request: SpawnRequest, emit: Emit) -> str:
         p, b = self.platform, self.backend
         if request.gpus:
@@ -451,7 +429,7 @@ class LocalServer(PlacedServer):
             except NoFreeGPUs as e:
                 raise PlacementError(str(e), reason="no-gpus") from None
             await emit(20, f"Leased GPU {', '.join(self.leased)} on this server.")
-        account = await self._account(emit)
+        account = await server_account(self, emit)
         self.unix_name = account.name if p.multi_user else ""
         self.uid = account.uid if p.multi_user else None
         self.tag = server_tag(account.name, self.spawner.name or "")
@@ -487,7 +465,7 @@ class LocalServer(PlacedServer):
             orm_spawner=sp.orm_spawner,  # for .name and log names only
             unix_name=self.unix_name,
             launch_env=env,
-            launch_args=[*sp.get_args(), *self._idle_args(request), *DISPLAY_ARGS],
+            launch_args=[*sp.get_args(), *idle_args(request.profile.idle_timeout), *DISPLAY_ARGS],
             cmd=[str(Path(request.profile.image_env) / "bin" / "jupyterhub-singleuser")],
             root_steps=steps,
             umask=p.umask,
@@ -552,18 +530,6 @@ class LocalServer(PlacedServer):
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "MLRP_GPUS": visible,
         }
-
-    @staticmethod
-    def _idle_args(request: SpawnRequest) -> list[str]:
-        t = request.profile.idle_timeout
-        if not t:
-            return []
-        return [
-            f"--ServerApp.shutdown_no_activity_timeout={t}",
-            f"--MappingKernelManager.cull_idle_timeout={t}",
-            f"--MappingKernelManager.cull_interval={min(300, max(30, t // 4))}",
-            "--MappingKernelManager.cull_connected=True",
-        ]
 
     def _make_cgroup(self, request: SpawnRequest) -> None:
         """Every server gets a cgroup where the node allows: it bounds the server's resources,

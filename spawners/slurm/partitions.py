@@ -95,6 +95,7 @@ class Node:
     gpus: int
     gpus_used: int
     partitions: tuple[str, ...]
+    address: str = ""  # NodeAddr: where slurmctld (and the hub) reach the node
 
     @property
     def usable(self) -> bool:
@@ -126,6 +127,7 @@ def parse_nodes(stdout: str) -> list[Node]:
                     gpus=gpus,
                     gpus_used=used,
                     partitions=tuple(p for p in f.get("Partitions", "").split(",") if p),
+                    address=f.get("NodeAddr", f["NodeName"]),
                 )
             )
         except ValueError as e:

@@ -7,7 +7,9 @@ script would stay safe even if a check were wrong.
 
 The job reports its port itself: a fixed Python snippet, run with the image's own Python, binds
 port 0 on the bind address, POSTs ``{"port": N}`` to ``$JUPYTERHUB_API_URL/batchspawner`` with
-the server's own token, and execs ``jupyterhub-singleuser --ip=BIND --port=N``. If the hub
+the server's own token, sets ``JUPYTERHUB_SERVICE_URL`` to that address (jupyterhub-singleuser
+takes its address from it, over any option) and execs ``jupyterhub-singleuser --ip=BIND
+--port=N``. If the hub
 cannot be reached from the node, the snippet says so in the job's output and the job ends, so
 the spawn fails with that sentence instead of timing out.
 
@@ -41,6 +43,10 @@ SINGLEUSER_OPTIONS: dict[str, re.Pattern[str] | None] = {
     "--ServerApp.root_dir": _PATH,
     "--ServerApp.shutdown_no_activity_timeout": re.compile(r"^[0-9]{1,7}$"),
     "--MappingKernelManager.cull_idle_timeout": re.compile(r"^[0-9]{1,7}$"),
+    "--MappingKernelManager.cull_interval": re.compile(r"^[0-9]{1,7}$"),
+    "--MappingKernelManager.cull_connected": re.compile(r"^(True|False)$"),
+    "--ResourceUseDisplay.track_cpu_percent": re.compile(r"^(True|False)$"),
+    "--ResourceUseDisplay.cpu_warning_threshold": re.compile(r"^[0-9.]{1,8}$"),
 }
 
 LIMITS = {"gpus": (0, 64), "cpus": (1, 4096), "memory_mb": (1, 64 * 1024 * 1024)}
@@ -217,6 +223,10 @@ except Exception as e:
         f"its port ({e}). The compute nodes must be able to open connections to the hub API."
     )
 print(f"mlrp: listening on {bind}:{port}", flush=True)
+# jupyterhub-singleuser takes its address from this variable over any option.
+host = f"[{bind}]" if ":" in bind else bind
+prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://{host}:{port}{prefix}"
 os.execv(exe, [exe, f"--ip={bind}", f"--port={port}", *args])
 """
 

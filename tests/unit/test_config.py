@@ -667,6 +667,7 @@ def test_every_setting_the_yaml_renders_is_a_real_trait() -> None:
     from config.render import configure
     from hub.auth import NativeAuthenticator
     from spawners.backends.local import LocalBackend
+    from spawners.backends.slurm import SlurmBackend
     from spawners.spawner import MLRPSpawner
 
     classes = {
@@ -678,11 +679,15 @@ def test_every_setting_the_yaml_renders_is_a_real_trait() -> None:
             NativeAuthenticator,
             MLRPSpawner,
             LocalBackend,
+            SlurmBackend,
         )
     }
     c = Config()
     tls = {"self_signed": True}
-    configure(c, parse({"hub": {"tls": tls, "announcement": "x"}, "profiles": [cpu()]}), None)
+    slurm = {"conf": "/etc/slurm/slurm.conf", "hub_api_address": "10.0.0.1"}
+    cfg = {"hub": {"tls": tls, "announcement": "x"}, "profiles": [cpu()], "slurm": slurm}
+    configure(c, parse(cfg), None)
+    assert "SlurmBackend" in c and c.JupyterHub.hub_connect_url == "http://10.0.0.1:8081"
     for section, values in c.items():
         assert section in classes, f"c.{section} configures a class we do not know"
         traits = classes[section].class_trait_names(config=True)

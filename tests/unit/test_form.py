@@ -225,3 +225,52 @@ def test_human_bytes(n: int | None, text: str) -> None:
 @pytest.mark.parametrize(("s", "text"), [(None, ""), (90, "90 s"), (600, "10 min"), (7200, "2 h")])
 def test_human_seconds(s: int | None, text: str) -> None:
     assert human_seconds(s) == text
+
+
+SLURM = Profile(
+    slug="cluster",
+    name="Cluster GPUs",
+    backend="slurm",
+    image="default",
+    image_env="/v",
+    gpu_choices=(1, 2, 8),
+    default_gpus=1,
+)
+PARTITION_FULL = Capacity(
+    4, 0, True, "Slurm", queued=True, where="partition gpu", summary="walltime 8 h"
+)
+
+
+class MixedSpawner(FakeSpawner):
+    """A hub with local profiles and Slurm profiles: each backend answers for its own."""
+
+    def capacity(self, profile: Profile) -> Capacity:
+        return PARTITION_FULL if profile.backend == "slurm" else self.cap
+
+
+def test_a_full_partition_queues_instead_of_blocking() -> None:
+    html = render(MixedSpawner([GPU1, SLURM], cap=Capacity(4, 0, True, "")))
+    # the local profile is blocked by this server's GPUs; the Slurm one waits in the queue
+    assert "All 4 GPUs on this server are in use" in html
+    assert 'value="cluster"\n               id="profile-cluster" checked' in html
+    assert "GPUs: 1 or 2 or 8 (0 free now on partition gpu; a start may wait in the queue)" in html
+    assert "Slurm, partition gpu · walltime 8 h" in html
+    assert "GPUs on this server: 0 free of 4." in html  # from the local profile, not Slurm's
+    # counts a node of the partition can hold are offered; more than a node has are not
+    assert re.search(r'<option value="2"\s+>2</option>', html)
+    assert re.search(r'<option value="8"\s+disabled>8 \(more than a node has\)</option>', html)
+
+
+def test_a_profile_no_node_can_hold_is_blocked_with_the_partitions_limit() -> None:
+    big = Profile(
+        slug="big",
+        name="Big",
+        backend="slurm",
+        image="default",
+        image_env="/v",
+        gpu_choices=(8,),
+        default_gpus=8,
+    )
+    html = render(MixedSpawner([big]))
+    assert "This profile needs 8 GPU(s) and the nodes of partition gpu have at most 4 each" in html
+    assert "GPUs on this server" not in html  # no local profile: no line about this server

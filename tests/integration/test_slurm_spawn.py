@@ -1,0 +1,341 @@
+"""Slurm placement through the real hub and proxy, on the real private Slurm cluster of
+tests/slurm.py (slurmctld and two slurmd nodes with 4 GPUs each, all on this host).
+
+Stand-ins, named: the GPUs are device files with /dev/null's numbers (Slurm sets
+CUDA_VISIBLE_DEVICES from them as on real hardware), and both "nodes" are this host at 127.0.0.1,
+so "the hub reaches the node" is loopback here. Everything else is real: sbatch as the person's
+own account, squeue, scancel, the job's port report, JupyterLab in the job, a kernel through the
+proxy.
+"""
+
+from __future__ import annotations
+
+import json
+import pwd
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+from harness import Hub, running_hub
+from kernel import Kernel
+from slurm import SlurmCluster, make_account
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
+
+POLL = 2  # hub.poll_interval and slurm.poll_interval of this hub, seconds
+
+
+def slurm_profiles() -> list[dict[str, Any]]:
+    base = {"backend": "slurm", "cpus": 1, "memory": "1G"}
+    return [
+        {
+            **base,
+            "slug": "cluster",
+            "name": "Cluster GPU",
+            "placement": {"partition": "gpu", "walltime": "1:00:00"},
+            "gpus": {"choices": [0, 1, 2, 8], "default": 1},
+        },
+        {
+            **base,
+            "slug": "staffonly",
+            "name": "Staff partition",
+            "placement": {"partition": "staffonly", "walltime": 30},
+        },
+        {
+            **base,
+            "slug": "toolong",
+            "name": "Two days",
+            "placement": {"partition": "debug", "walltime": "2-00:00:00"},
+        },
+        {
+            **base,
+            "slug": "brokenjob",
+            "name": "Broken environment",
+            "image": "broken",
+            "placement": {"partition": "debug", "walltime": 10},
+        },
+        {
+            **base,
+            "slug": "hugemem",
+            "name": "Much memory",
+            "memory": "64G",
+            "placement": {"partition": "gpu", "walltime": 30},
+        },
+    ]
+
+
+@pytest.fixture(scope="module")
+def hub(slurm_cluster: SlurmCluster) -> Iterator[Hub]:
+    def configure(h: Hub) -> None:
+        h.config["profiles"] += slurm_profiles()
+        h.config["hub"]["poll_interval"] = POLL
+        h.config["slurm"] = {
+            "conf": str(slurm_cluster.conf),
+            "server_ip": "127.0.0.1",
+            "poll_interval": POLL,
+            "walltime_warning": 3600,  # all of the 60 minutes: the warning comes at once
+        }
+
+    with running_hub(configure=configure) as h:
+        yield h
+
+
+@pytest.fixture(autouse=True)
+def no_server_left(hub: Hub) -> Iterator[None]:
+    """Each test starts with no server, whatever the one before it left."""
+    yield
+    for name in ("alice", "bob"):
+        if not stopped(hub, name):
+            hub.stop_server(name)
+
+
+def account(hub: Hub, name: str) -> str:
+    return hub.unix_accounts()[name]
+
+
+def job_of(hub: Hub, name: str) -> str:
+    """The Slurm job of `name`'s server: from JupyterHub's saved state once it runs, from the
+    checkpoint the hub wrote right after sbatch while it starts."""
+    job = str(hub.placement_state(name).get("job_id", ""))
+    if not job:
+        with hub.db() as c:
+            row = c.execute(
+                "SELECT state FROM server_checkpoints WHERE owner = ?", (f"{name}/",)
+            ).fetchone()
+        job = str(json.loads(row[0])["placement"].get("job_id", "")) if row else ""
+    assert job, f"no job id saved for {name}: {hub.placement_state(name)}"
+    return job
+
+
+def events(hub: Hub, name: str) -> list[str]:
+    """The messages recorded for `name`'s default server, oldest first (all spawns)."""
+    with hub.db() as c:
+        rows = c.execute(
+            "SELECT message FROM spawn_events WHERE owner = ? ORDER BY id", (f"{name}/",)
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def wait_for(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = check()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def kernel_env(hub: Hub, name: str) -> dict[str, Any]:
+    code = (
+        "import json, os; print(json.dumps({'uid': os.getuid(), "
+        "'cuda': os.environ.get('CUDA_VISIBLE_DEVICES'), "
+        "'node': os.environ.get('SLURMD_NODENAME'), 'job': os.environ.get('SLURM_JOB_ID'), "
+        "'cwd': os.getcwd()}))"
+    )
+    with Kernel(hub, name, hub.user_token(name)) as k:
+        return dict(k.run_json(code))
+
+
+def stopped(hub: Hub, name: str) -> bool:
+    return "" not in hub.api("GET", f"/users/{name}").json().get("servers", {})
+
+
+def test_two_people_run_as_themselves_on_distinct_gpus(
+    hub: Hub, slurm_cluster: SlurmCluster
+) -> None:
+    assert hub.start_server("alice", timeout=90, profile="cluster", gpus=2).status_code in (
+        201,
+        202,
+    )
+    assert hub.start_server("bob", timeout=90, profile="cluster", gpus=1).status_code in (201, 202)
+    seen = {name: kernel_env(hub, name) for name in ("alice", "bob")}
+    for name, env in seen.items():
+        assert env["uid"] == pwd.getpwnam(account(hub, name)).pw_uid, env
+        assert env["job"] == job_of(hub, name)
+        assert slurm_cluster.job(env["job"])[0] == "RUNNING"
+    assert len(seen["alice"]["cuda"].split(",")) == 2
+    assert len(seen["bob"]["cuda"].split(",")) == 1
+    if seen["alice"]["node"] == seen["bob"]["node"]:
+        assert not set(seen["alice"]["cuda"].split(",")) & set(seen["bob"]["cuda"].split(","))
+    # Slurm itself says whose job it is
+    r = slurm_cluster.run(["squeue", "--noheader", "--format=%u", f"--jobs={job_of(hub, 'bob')}"])
+    assert r.stdout.strip() == account(hub, "bob")
+    said = events(hub, "alice")
+    assert any(f"Submitted Slurm job {job_of(hub, 'alice')} to partition gpu" in m for m in said)
+    assert any("can run until" in m for m in said), said
+    # the walltime warning (set to the whole walltime) was recorded within a poll or two
+    warned = lambda: any("reaches its walltime" in m for m in events(hub, "alice"))  # noqa: E731
+    wait_for("walltime warning", warned, 4 * POLL + 5)
+    for name in ("alice", "bob"):
+        job = job_of(hub, name)
+        hub.stop_server(name)
+        assert slurm_cluster.job(job)[0] in ("CANCELLED", "COMPLETED", ""), slurm_cluster.job(job)
+
+
+def own_jobs(cluster: SlurmCluster, unix_name: str) -> list[str]:
+    """Every job of `unix_name` Slurm knows (any state)."""
+    r = cluster.run(["squeue", "--noheader", "--states=all", f"--user={unix_name}", "--format=%i"])
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+@pytest.mark.parametrize(
+    ("profile", "gpus", "sentence"),
+    [
+        ("cluster", 8, "The nodes of partition gpu have at most 4 GPUs each; you asked for 8."),
+        ("toolong", None, "Partition debug allows at most 30 minutes per session; you asked for"),
+        ("hugemem", None, "The nodes of partition gpu have at most 8,000 MB of memory each"),
+        ("staffonly", None, "Partition staffonly is only for members of root, and you are not"),
+    ],
+)
+def test_a_request_that_can_never_run_is_refused_before_sbatch(
+    hub: Hub, slurm_cluster: SlurmCluster, profile: str, gpus: int | None, sentence: str
+) -> None:
+    options: dict[str, Any] = {"profile": profile}
+    if gpus is not None:
+        options["gpus"] = gpus
+    r = hub.api("POST", "/users/alice/server", json=options)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert sentence in r.json()["message"]
+    before = own_jobs(slurm_cluster, account(hub, "alice"))
+    assert stopped(hub, "alice")
+    assert own_jobs(slurm_cluster, account(hub, "alice")) == before  # nothing was submitted
+    assert not any("Submitting" in m for m in events(hub, "alice")[-3:])
+
+
+def progress_stream(hub: Hub, name: str, wanted: str, timeout: float = 20) -> list[str]:
+    """The messages of the progress event stream (what the spawn page shows, also after a
+    reload), read until one contains `wanted`."""
+    seen: list[str] = []
+    with requests.get(
+        f"{hub.url}/hub/api/users/{name}/server/progress",
+        headers={"Authorization": f"token {hub.admin_token()}"},
+        stream=True,
+        timeout=timeout,
+    ) as r:
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + timeout
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                message = str(json.loads(line[5:]).get("message", ""))
+                seen.append(message)
+                if wanted in message:
+                    return seen
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"no progress message with {wanted!r}: {seen}")
+
+
+def test_a_full_partition_says_why_and_starts_when_gpus_free(
+    hub: Hub, slurm_cluster: SlurmCluster
+) -> None:
+    holder = make_account(hub.config["accounts"]["prefix"] + "holder")
+    hold = slurm_cluster.hold_gpus(holder, "gpu", 8)
+    try:
+        r = hub.api("POST", "/users/alice/server", json={"profile": "cluster", "gpus": 1})
+        # JupyterHub answers 202, or 201 after its slow_spawn_timeout (10 s) on 6.x
+        assert r.status_code in (201, 202), r.text
+        seen = progress_stream(hub, "alice", "Waiting for 1 GPU on partition gpu")
+        assert any("Submitted Slurm job" in m for m in seen)
+        # a reload of the page replays it
+        assert "Waiting for 1 GPU on partition gpu" in " ".join(
+            progress_stream(hub, "alice", "Waiting for 1 GPU")
+        )
+        assert not stopped(hub, "alice")
+        job = job_of(hub, "alice")
+        assert slurm_cluster.job(job) == ("PENDING", "Resources")
+    finally:
+        slurm_cluster.cancel(hold)
+    hub.wait_ready("alice", timeout=60)
+    assert kernel_env(hub, "alice")["job"] == job
+    hub.stop_server("alice")
+
+
+def test_a_job_cancelled_outside_the_hub_ends_the_session_within_a_poll(
+    hub: Hub, slurm_cluster: SlurmCluster
+) -> None:
+    hub.start_server("alice", timeout=90, profile="cluster", gpus=0)
+    job = job_of(hub, "alice")
+    slurm_cluster.cancel(job)
+    # Slurm's KillWait (5 s) plus a poll of the hub and one squeue period, with slack
+    wait_for("session ended", lambda: stopped(hub, "alice"), 5 + 2 * POLL + 5)
+    assert any(f"Your Slurm job {job} ended: it was cancelled." in m for m in events(hub, "alice"))
+    r = requests.get(f"{hub.url}/user/alice/api/status", allow_redirects=False, timeout=10)
+    assert r.status_code != 200  # no route to it any more
+
+
+def test_a_job_that_dies_at_start_shows_its_output(hub: Hub) -> None:
+    r = hub.api("POST", "/users/alice/server", json={"profile": "brokenjob"})
+    if r.status_code == 202:
+        wait_for("start failed", lambda: stopped(hub, "alice"), 40)
+    failed = events(hub, "alice")[-1]
+    assert "ended before JupyterLab answered" in failed, failed
+    assert "Its output is in /" in failed and ".mlrp/slurm/mlrp-" in failed
+    assert "No such file or directory" in failed  # the tail of the job's own output
+
+
+def test_the_hub_restarting_keeps_sessions_and_their_walltime(
+    hub: Hub, slurm_cluster: SlurmCluster
+) -> None:
+    hub.start_server("alice", timeout=90, profile="cluster", gpus=1)
+    before = hub.placement_state("alice")
+    hub.stop()
+    hub.start()
+    model = hub.wait_ready("alice", timeout=30)
+    assert model["ready"]
+    after = hub.placement_state("alice")
+    assert after["job_id"] == before["job_id"] and after["ends_at"] == before["ends_at"]
+    assert kernel_env(hub, "alice")["job"] == before["job_id"]
+    assert slurm_cluster.job(before["job_id"])[0] == "RUNNING"
+    hub.stop_server("alice")
+    assert slurm_cluster.job(before["job_id"])[0] in ("CANCELLED", "")
+
+
+def test_a_hub_killed_after_sbatch_cancels_the_job_it_left(
+    hub: Hub, slurm_cluster: SlurmCluster
+) -> None:
+    holder = make_account(hub.config["accounts"]["prefix"] + "holder2")
+    hold = slurm_cluster.hold_gpus(holder, "gpu", 8)
+    try:
+        r = hub.api("POST", "/users/bob/server", json={"profile": "cluster", "gpus": 1})
+        assert r.status_code in (201, 202), r.text
+        progress_stream(hub, "bob", "Submitted Slurm job")
+        unix_name = account(hub, "bob")
+        jobs = own_jobs(slurm_cluster, unix_name)
+        pending = [j for j in jobs if slurm_cluster.job(j)[0] == "PENDING"]
+        assert len(pending) == 1
+        assert hub.proc is not None
+        hub.proc.kill()
+        hub.proc.wait(timeout=10)
+        hub.stop()  # the proxy it left
+        hub.start()
+        wait_for(
+            "the orphaned job cancelled",
+            lambda: slurm_cluster.job(pending[0])[0] in ("CANCELLED", ""),
+            30,
+        )
+        assert stopped(hub, "bob")
+    finally:
+        slurm_cluster.cancel(hold)
+    with hub.db() as c:
+        assert c.execute("SELECT owner FROM server_checkpoints").fetchall() == []
+
+
+def test_a_frozen_controller_never_ends_a_session(hub: Hub, slurm_cluster: SlurmCluster) -> None:
+    hub.start_server("alice", timeout=90, profile="cluster", gpus=0)
+    job = job_of(hub, "alice")
+    slurm_cluster.freeze_controller()
+    try:
+        # squeue waits out its MessageTimeout (10 s) and fails: at least one unknown poll
+        wait_for("an unknown poll", lambda: "Cannot tell whether" in hub.log(), 40)
+        time.sleep(3 * POLL)
+        assert not stopped(hub, "alice")
+    finally:
+        slurm_cluster.thaw_controller()
+    time.sleep(2 * POLL)
+    assert not stopped(hub, "alice")
+    assert kernel_env(hub, "alice")["job"] == job
+    hub.stop_server("alice")
