@@ -187,6 +187,7 @@ def _configure_slurm(c: Any, cfg: MLRPConfig) -> None:
     b.output_dir = sl.output_dir
     b.poll_period = float(sl.poll_interval)
     b.walltime_warning = sl.walltime_warning
+    b.connect_timeout = float(sl.connect_timeout)
     if sl.hub_api_address is not None:
         host = f"[{sl.hub_api_address}]" if ":" in sl.hub_api_address else sl.hub_api_address
         url = f"http://{host}:{cfg.hub.hub_port}"

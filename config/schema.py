@@ -548,6 +548,13 @@ class SlurmSection(_Strict):
     poll_interval: int = Field(
         10, ge=1, le=600, description="Seconds between the one squeue for all sessions."
     )
+    connect_timeout: int = Field(
+        30,
+        ge=1,
+        le=600,
+        description="Seconds the hub tries to connect to a session on its node before the "
+        "start fails saying the hub cannot reach the node.",
+    )
     walltime_warning: int = Field(
         600,
         ge=0,

@@ -217,6 +217,13 @@ class SlurmBackend(Backend):
         help="Seconds before a session's walltime ends at which the hub records a warning "
         "event for it (0: none).",
     )
+    connect_timeout = Float(
+        30.0,
+        config=True,
+        help="Seconds the hub tries to connect to a session's address on its node after the "
+        "job reported its port. No connection by then: the start fails saying the hub cannot "
+        "reach the node (the network requirement in the README).",
+    )
     command_timeout = Float(
         30.0, config=True, help="Seconds a Slurm command may take before it counts as failed."
     )
@@ -608,10 +615,46 @@ class SlurmServer(PlacedServer):
                 pass
         await b.refresh_partitions(max_age=3600)  # NodeAddr of the node, if never read
         self.address = b.node_address(self.node)
+        await self._wait_reachable(emit)
         self._note_walltime(job)
         until = self._ends_text()
         await emit(90, f"JupyterLab listens on {self.node}, port {self.port}.{until}")
         return str(self.url)
+
+    async def _wait_reachable(self, emit: Emit) -> None:
+        """Until the hub can open a connection to the session on its node. JupyterLab listens
+        a moment after the port report, so refusals are retried; the job ending, or no
+        connection within `connect_timeout`, fails the start with a sentence saying which."""
+        b = self.backend
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + b.connect_timeout
+        await emit(70, f"Connecting to JupyterLab on {self.node} ({self.address}:{self.port}).")
+        error = ""
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.address, self.port),
+                    timeout=max(0.1, min(5.0, deadline - loop.time())),
+                )
+            except (OSError, TimeoutError) as e:
+                error = _connect_error(e)
+            else:
+                writer.close()
+                return
+            poll = await b.poller.status(self.job_id, max_age=b.start_poll_period)
+            if poll.status is PollStatus.GONE:
+                raise self._died(b.jobs.get(self.job_id))
+            await asyncio.sleep(0.2)
+        raise PlacementError(
+            f"The hub cannot reach your session on node {self.node} at {self.address}, port "
+            f"{self.port} ({error}). The hub must be able to connect to the compute nodes; "
+            "tell your administrator.",
+            reason="unreachable",
+            detail=f"job {self.job_id}: no connection to {self.address}:{self.port} within "
+            f"{b.connect_timeout:.0f} s ({error}); check the firewall between the hub and "
+            f"{self.node}, slurm.server_ip and slurm.node_addresses",
+            status_code=500,
+        )
 
     def _died(self, job: Job | None) -> PlacementError:
         state = job.state if job is not None else "no longer listed"
@@ -761,6 +804,14 @@ class SlurmServer(PlacedServer):
             self._reported.set()
         if self.job_id:
             self.backend.poller.watch(self.job_id)
+
+
+def _connect_error(e: BaseException) -> str:
+    if isinstance(e, TimeoutError):
+        return "no answer"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    return e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
 
 
 def _minutes(minutes: int) -> str:

@@ -20,6 +20,7 @@ import pytest
 import requests
 from harness import Hub, running_hub
 from kernel import Kernel
+from playwright.sync_api import Browser
 from slurm import SlurmCluster, make_account
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slurm]
@@ -339,3 +340,95 @@ def test_a_frozen_controller_never_ends_a_session(hub: Hub, slurm_cluster: Slurm
     assert not stopped(hub, "alice")
     assert kernel_env(hub, "alice")["job"] == job
     hub.stop_server("alice")
+
+
+def form_post(hub: Hub, session: requests.Session, data: dict[str, str]) -> requests.Response:
+    xsrf = session.cookies.get("_xsrf", "")
+    return session.post(
+        f"{hub.url}/hub/spawn", params={"_xsrf": xsrf}, data=data, allow_redirects=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"profile": "cluster", "gpus-cluster": "8"}, "have at most 4 GPUs each"),
+        ({"profile": "cluster", "gpus-cluster": "3"}, "offers 0, 1, 2, 8 GPU(s)"),
+        ({"profile": "cluster", "gpus-cluster": "1; scancel -u root"}, "whole number"),
+        ({"profile": "cluster", "partition": "staffonly"}, "Unexpected field(s)"),
+        ({"profile": "cluster", "walltime": "99-00:00:00"}, "Unexpected field(s)"),
+        ({"profile": "staffonly"}, "only for members of root"),
+        ({"profile": "toolong"}, "allows at most 30 minutes per session"),
+    ],
+)
+def test_hand_crafted_form_posts_are_refused_before_sbatch(
+    hub: Hub, slurm_cluster: SlurmCluster, data: dict[str, str], expected: str
+) -> None:
+    session = hub.login_session("alice", hub.passwords["alice"])
+    session.get(f"{hub.url}/hub/spawn")  # the form: reads the partitions
+    unix_name = account(hub, "alice") if "alice" in hub.unix_accounts() else ""
+    before = own_jobs(slurm_cluster, unix_name) if unix_name else []
+    r = form_post(hub, session, data)
+    if r.status_code == 302:  # passed the form's own checks; start() refuses before sbatch
+        wait_for("refusal", lambda: stopped(hub, "alice"), 20)
+        said = events(hub, "alice")[-1]
+    else:
+        assert r.status_code == 400, r.text[:300]
+        said = r.text.replace("&#39;", "'")
+    assert expected in said, said[:500]
+    assert "Traceback" not in said
+    if unix_name:
+        assert own_jobs(slurm_cluster, unix_name) == before
+    assert stopped(hub, "alice")
+
+
+@pytest.mark.browser
+def test_a_browser_reaches_jupyterlab_in_a_slurm_job(
+    hub: Hub, slurm_cluster: SlurmCluster, browser: Browser
+) -> None:
+    from browser import browser_login
+
+    person = browser_login(hub, browser, "alice")
+    page = person.page
+    try:
+        form = page.inner_text("[data-mlrp-form]")
+        assert "free now on partition gpu" in form and "Slurm, partition gpu" in form, form
+        page.get_by_label("Cluster GPU").check()
+        page.select_option("select[name=gpus-cluster]", "1")
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_url("**/user/alice/lab**", timeout=90_000)
+        page.wait_for_selector("#jp-main-dock-panel", timeout=90_000)
+        env = kernel_env(hub, "alice")
+        assert env["job"] == job_of(hub, "alice") and env["cuda"] is not None
+        assert slurm_cluster.job(env["job"])[0] == "RUNNING"
+    finally:
+        person.context.close()
+
+
+def test_a_node_the_hub_cannot_reach_is_explained(slurm_cluster: SlurmCluster) -> None:
+    """The nodes' address as the hub knows it (slurm.node_addresses) leads nowhere: the start
+    fails saying the hub cannot reach the node, in the progress events and the admin log, and
+    the job is cancelled."""
+
+    def configure(h: Hub) -> None:
+        h.config["profiles"] += slurm_profiles()
+        h.config["slurm"] = {
+            "conf": str(slurm_cluster.conf),
+            "server_ip": "127.0.0.1",
+            "poll_interval": POLL,
+            "connect_timeout": 5,
+            # sessions listen on 127.0.0.1 only: nothing answers on 127.0.0.2
+            "node_addresses": {"node1": "127.0.0.2", "node2": "127.0.0.2"},
+        }
+
+    with running_hub(users=("alice",), configure=configure) as h:
+        r = h.api("POST", "/users/alice/server", json={"profile": "cluster", "gpus": 0})
+        assert r.status_code in (201, 202, 500), r.text
+        wait_for("start failed", lambda: stopped(h, "alice"), 60)
+        said = events(h, "alice")
+        assert any(
+            "The hub cannot reach your session on node" in m and "127.0.0.2" in m for m in said
+        ), said
+        assert "no connection to 127.0.0.2:" in h.log()
+        job = next(m for m in said if "Submitted Slurm job" in m).split()[3]
+        assert slurm_cluster.job(job)[0] in ("CANCELLED", "")
