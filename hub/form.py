@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from spawners.backends.base import Capacity
+from spawners.backends.base import Capacity, FormField
 from spawners.profiles import Profile
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class Row:
     blocked: Blocked | None
     choices: tuple[Choice, ...]
     capacity: Capacity
+    fields: tuple[FormField, ...] = ()  # the backend's own inputs (Slurm: walltime, CPUs…)
     checked: bool = False
 
     @property
@@ -74,6 +75,8 @@ def blocked_by(profile: Profile, cap: Capacity) -> Blocked | None:
     """None if `profile` can start with what is free now (or, on a backend that queues, could
     ever run), else why not."""
     need = min(profile.gpu_choices)
+    if cap.never:
+        return Blocked(cap.never.rstrip("."), "Pick another profile, or ask your administrator")
     if cap.queued:  # a full partition means a wait in the queue, not a refusal
         if need <= cap.gpus_total:
             return None
@@ -144,6 +147,7 @@ def human_seconds(s: int | None) -> str:
 def render_form(spawner: MLRPSpawner) -> str:
     profiles = spawner.visible_profiles()
     node: Capacity | None = None  # this server's GPUs, from its last local profile
+    fields = getattr(spawner, "form_fields", None)
     rows = []
     for p in profiles:
         cap = spawner.capacity(p)
@@ -159,6 +163,7 @@ def render_form(spawner: MLRPSpawner) -> str:
                 # a queue takes any count a node has; otherwise what is free now
                 choices=gpu_choices(p, cap.gpus_total if cap.queued else cap.gpus_free),
                 capacity=cap,
+                fields=tuple(fields(p)) if fields is not None else (),
             )
         )
     first = next((i for i, row in enumerate(rows) if row.blocked is None), None)

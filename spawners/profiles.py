@@ -9,7 +9,7 @@ is used other than to pick among values the admin configured.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,9 +72,21 @@ class Profile:
 class SpawnRequest:
     profile: Profile
     gpus: int
+    # The person's choices among what the profile's backend offers (Slurm: partition, walltime,
+    # CPUs, memory), checked by that backend (`Backend.parse_choices`); sorted items.
+    choices: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def chosen(self) -> dict[str, Any]:
+        return dict(self.choices)
 
     def as_user_options(self) -> dict[str, Any]:
-        return {"profile": self.profile.slug, "gpus": self.gpus}
+        return {"profile": self.profile.slug, "gpus": self.gpus, **self.chosen}
+
+
+# Checks the options beyond profile and gpus for the chosen profile (its backend's choices):
+# their normalised values, or OptionsError.
+Choose = Callable[[Profile, Mapping[str, Any]], Mapping[str, Any]]
 
 
 def idle_args(idle_timeout: int | None) -> list[str]:
@@ -114,18 +126,28 @@ def _form_int(text: str, key: str) -> int:
     raise OptionsError(f"{key} must be a whole number, not {_echo(text)}.")
 
 
-def form_to_options(form: Mapping[str, list[str]], slugs: Iterable[str]) -> dict[str, Any]:
+def form_to_options(
+    form: Mapping[str, list[str]],
+    slugs: Iterable[str],
+    extra: Mapping[str, Mapping[str, bool]] | None = None,
+) -> dict[str, Any]:
     """The spawn form's fields → user_options of the same types an API body must have.
 
     Each visible profile with a GPU choice has a select named gpus-<slug>; a browser sends all of
-    them, and only the chosen profile's counts. Any other field is refused.
+    them, and only the chosen profile's counts. `extra` names, per profile slug, the fields its
+    backend adds (<name>-<slug>; name → whether it is a whole number, else text). Any other
+    field is refused.
     """
     fields = {k: v for k, v in form.items() if k != "_xsrf"}
     options: dict[str, Any] = {"profile": _single(fields.pop("profile", [""]), "profile")}
     for slug in slugs:
-        values = fields.pop(f"gpus-{slug}", None)
-        if values is not None and slug == options["profile"]:
-            options["gpus"] = _form_int(_single(values, "gpus"), "gpus")
+        names = {"gpus": True, **dict((extra or {}).get(slug, {}))}
+        for name, numeric in names.items():
+            values = fields.pop(f"{name}-{slug}", None)
+            if values is None or slug != options["profile"]:
+                continue
+            value = _single(values, name)
+            options[name] = _form_int(value, name) if numeric else value
     if fields:
         raise OptionsError(
             f"Unexpected field(s) in the form: {_echo(sorted(fields))}. "
@@ -134,19 +156,33 @@ def form_to_options(form: Mapping[str, list[str]], slugs: Iterable[str]) -> dict
     return options
 
 
-def parse_request(options: Mapping[str, Any] | None, visible: list[Profile]) -> SpawnRequest:
+def unknown_options(extra: Mapping[str, Any], allowed: Iterable[str] = ()) -> OptionsError:
+    quoted = [f"'{n}'" for n in ("profile", "gpus", *allowed)]
+    names = ", ".join(quoted[:-1]) + " and " + quoted[-1]
+    return OptionsError(f"Unknown option(s) {_echo(sorted(extra))}; allowed are {names}.")
+
+
+def no_choices(profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A backend that offers nothing beyond profile and gpus."""
+    if extra:
+        raise unknown_options(extra)
+    return {}
+
+
+def parse_request(
+    options: Mapping[str, Any] | None, visible: list[Profile], choose: Choose = no_choices
+) -> SpawnRequest:
     """Validate user_options (an API body, or what form_to_options made) against the profiles
     this user may see. Types are strict, as JSON gives them: `profile` a string, `gpus` a number.
+    Any other option goes to `choose`, the chosen profile's backend's check.
     """
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
         raise OptionsError('Spawn options must be an object such as {"profile": "cpu"}.')
-    extra = set(options) - {"profile", "gpus"}
-    if extra:
-        raise OptionsError(
-            f"Unknown option(s) {_echo(sorted(extra))}; allowed are 'profile' and 'gpus'."
-        )
+    extra = {k: v for k, v in options.items() if k not in ("profile", "gpus")}
+    if extra and choose is no_choices:  # refused before anything else, whatever the profile
+        raise unknown_options(extra)
     if not visible:
         raise OptionsError("No profile is available to you. Ask your administrator for access.")
     by_slug = {p.slug: p for p in visible}
@@ -171,4 +207,5 @@ def parse_request(options: Mapping[str, Any] | None, visible: list[Profile]) -> 
             f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {_echo(gpus)}. "
             "Pick one of those."
         )
-    return SpawnRequest(profile=profile, gpus=gpus)
+    choices = choose(profile, extra)
+    return SpawnRequest(profile=profile, gpus=gpus, choices=tuple(sorted(choices.items())))

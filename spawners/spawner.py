@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from traitlets import Dict, Enum, Float, List, TraitError, Unicode, default
 from traitlets import validate as validate_trait
 
 from spawners import state as saved_state
-from spawners.backends import Backend, Capacity, PlacedServer, PollStatus
+from spawners.backends import Backend, Capacity, FormField, PlacedServer, PollStatus
 from spawners.errors import PlacementError, log_refusal
 from spawners.isolation import parse_umask
 from spawners.platform import Platform, platform_for
@@ -172,8 +172,9 @@ class MLRPSpawner(Spawner):
         try:
             try:
                 visible = self.visible_profiles()
-                options = form_to_options(formdata, [p.slug for p in visible])
-                request = parse_request(options, visible)
+                extra = {p.slug: self.backend_for(p).choice_fields for p in visible}
+                options = form_to_options(formdata, [p.slug for p in visible], extra)
+                request = parse_request(options, visible, self._choose)
             except OptionsError as e:
                 raise PlacementError(str(e), reason="bad-options") from None
             self.backend_for(request.profile).precheck(request)
@@ -193,9 +194,15 @@ class MLRPSpawner(Spawner):
 
         return apply
 
+    def _choose(self, profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        return self.backend_for(profile).parse_choices(profile, extra)
+
+    def form_fields(self, profile: Profile) -> list[FormField]:
+        return self.backend_for(profile).form_fields(profile)
+
     def validate(self) -> SpawnRequest:
         try:
-            return parse_request(self.user_options, self.visible_profiles())
+            return parse_request(self.user_options, self.visible_profiles(), self._choose)
         except OptionsError as e:
             raise PlacementError(str(e), reason="bad-options") from None
 
@@ -454,7 +461,8 @@ class MLRPSpawner(Spawner):
         profile = profiles.get(str(options.get("profile", "")))
         if profile is None:
             return None
-        return SpawnRequest(profile, int(options.get("gpus", 0)))
+        chosen = {k: v for k, v in options.items() if k not in ("profile", "gpus")}
+        return SpawnRequest(profile, int(options.get("gpus", 0)), tuple(sorted(chosen.items())))
 
     def clear_state(self) -> None:
         # JupyterHub clears the state after it has removed the server's route: only now may

@@ -18,7 +18,7 @@ JupyterHub "still running" and the next poll asks again.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +28,7 @@ from traitlets.config import LoggingConfigurable
 
 from spawners.accounts import Account, AccountError, current_account, resolve_account
 from spawners.errors import PlacementError
+from spawners.profiles import no_choices
 from spawners.records import AccountClash
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ class Capacity:
     queued: bool = False  # a full backend queues the start (Slurm) instead of refusing it
     where: str = "this server"  # what the GPU counts are of, for the form
     summary: str = ""  # more for the form's row, e.g. "walltime 8 h"
+    never: str = ""  # why this profile can never start here (beyond a partition's limits)
 
 
 class PollStatus(Enum):
@@ -79,6 +81,21 @@ class Poll:
         return cls(PollStatus.UNKNOWN, 0, why)
 
 
+@dataclass(frozen=True)
+class FormField:
+    """One more input a backend puts on a profile's row of the spawn form, named
+    ``<name>-<slug>``: a select (`options`: value, label) or a whole number (`minimum`..
+    `maximum`, shown with `unit`)."""
+
+    name: str
+    label: str
+    value: str
+    options: tuple[tuple[str, str], ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    unit: str = ""
+
+
 class NoOptions(BaseModel):
     """A backend whose profiles take no `placement:` keys."""
 
@@ -91,6 +108,9 @@ class Backend(LoggingConfigurable):
 
     name: ClassVar[str] = ""
     ProfileOptions: ClassVar[type[BaseModel]] = NoOptions
+    # What a person may choose beyond profile and GPUs (checked by parse_choices): the form's
+    # field name → whether it is a whole number (else text).
+    choice_fields: ClassVar[dict[str, bool]] = {}
 
     def __init__(self, platform: Platform, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -103,6 +123,15 @@ class Backend(LoggingConfigurable):
 
     @abstractmethod
     def capacity(self, profile: Profile) -> Capacity: ...
+
+    def parse_choices(self, profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The person's choices beyond profile and GPUs (an API body's other keys, or the
+        form's `choice_fields`), checked: normalised values, or OptionsError with a sentence."""
+        return no_choices(profile, extra)
+
+    def form_fields(self, profile: Profile) -> list[FormField]:
+        """The inputs for `choice_fields` on `profile`'s row of the spawn form."""
+        return []
 
     def precheck(self, request: SpawnRequest) -> None:
         """Fail fast (raise PlacementError) before a spawn starts; must not take anything."""

@@ -25,10 +25,11 @@ import asyncio
 import grp
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from traitlets import Dict, Float, Int, List, Unicode
@@ -38,6 +39,7 @@ from spawners.backends.base import (
     Backend,
     Capacity,
     Emit,
+    FormField,
     PlacedServer,
     Poll,
     PollStatus,
@@ -45,7 +47,7 @@ from spawners.backends.base import (
 )
 from spawners.errors import PlacementError
 from spawners.poller import SharedPoller
-from spawners.profiles import Profile, SpawnRequest, idle_args
+from spawners.profiles import OptionsError, Profile, SpawnRequest, idle_args, unknown_options
 from spawners.slurm import partitions as slurm_partitions
 from spawners.slurm.partitions import Partition, Request, SlurmInfoError, impossible
 from spawners.slurm.queue import (
@@ -63,6 +65,7 @@ from spawners.slurm.reasons import describe_pending
 from spawners.slurm.run import Outcome, run
 from spawners.slurm.script import (
     ENV_NAME,
+    LIMITS,
     MAX_WALLTIME_MINUTES,
     PARTITION,
     BatchJob,
@@ -107,6 +110,10 @@ class SlurmOptions(BaseModel):
         pattern=PARTITION.pattern,
         description="The Slurm partition sessions of this profile run in.",
     )
+    partitions: tuple[Annotated[str, Field(pattern=PARTITION.pattern)], ...] = Field(
+        (),
+        description="Other partitions the person may pick on the form instead of `partition`.",
+    )
     walltime: int = Field(
         60,
         ge=1,
@@ -140,6 +147,14 @@ class SlurmBackend(Backend):
 
     name = "slurm"
     ProfileOptions: ClassVar[type[BaseModel]] = SlurmOptions
+    # On the form and in API bodies: the partition (among the profile's), the walltime in
+    # minutes, CPUs, and memory in GiB; each bounded by what the partition allows.
+    choice_fields: ClassVar[dict[str, bool]] = {
+        "partition": False,
+        "walltime": True,
+        "cpus": True,
+        "memory": True,
+    }
 
     sbatch_command = List(
         Unicode(), ["sbatch"], config=True, help="sbatch, as an argument list (e.g. a full path)."
@@ -372,6 +387,9 @@ class SlurmBackend(Backend):
             )
         if not p.up:
             summary += f"; the partition is {p.state.lower()} now, starts wait until it is up"
+        smallest = SpawnRequest(profile, min(profile.gpu_choices))
+        anyone = replace(p, allow_groups=None, root_only=False)  # groups: checked at start
+        never = impossible(self.request_of(smallest), anyone, user_groups=()) or ""
         return Capacity(
             p.max_gpus_per_node if p.nodes else 0,
             p.gpus_free,
@@ -380,6 +398,7 @@ class SlurmBackend(Backend):
             queued=True,
             where=f"partition {p.name}",
             summary=summary,
+            never=never,
         )
 
     def precheck(self, request: SpawnRequest) -> None:
@@ -395,16 +414,104 @@ class SlurmBackend(Backend):
             raise PlacementError(why, reason="impossible", detail=f"partition {p.name}")
 
     def request_of(self, request: SpawnRequest) -> Request:
+        """What to ask Slurm for: the person's choices, else the profile's values."""
         profile = request.profile
         options = self.options_of(profile)
+        chosen = request.chosen
         memory = profile.memory_bytes
+        default_mb = max(1, math.ceil(memory / 2**20)) if memory else 1024
         return Request(
-            partition=options.partition,
+            partition=str(chosen.get("partition", options.partition)),
             gpus=request.gpus,
-            cpus=max(1, math.ceil(profile.cpus or 1)),
-            memory_mb=max(1, math.ceil(memory / 2**20)) if memory else 1024,
-            walltime_minutes=options.walltime,
+            cpus=int(chosen.get("cpus", _default_cpus(profile))),
+            memory_mb=int(chosen["memory"]) * 1024 if "memory" in chosen else default_mb,
+            walltime_minutes=int(chosen.get("walltime", options.walltime)),
         )
+
+    def parse_choices(self, profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
+        """partition (one of the profile's), walltime (minutes), cpus and memory (GiB), each
+        within what the partition allows as last read from Slurm (start() checks again with
+        fresh limits before anything is submitted)."""
+        unknown = {k: v for k, v in extra.items() if k not in self.choice_fields}
+        if unknown:
+            raise unknown_options(unknown, self.choice_fields)
+        options = self.options_of(profile)
+        names = [options.partition, *options.partitions]
+        chosen: dict[str, Any] = {}
+        if "partition" in extra:
+            value = extra["partition"]
+            if not isinstance(value, str) or value not in names:
+                raise OptionsError(
+                    f"partition must be one of {', '.join(names)} for profile {profile.name!r}; "
+                    f"not {_echo(value)}."
+                )
+            chosen["partition"] = value
+        p = self.partitions.get(chosen.get("partition", options.partition))
+        for key, low, high in self._bounds(p):
+            if key not in extra:
+                continue
+            value = extra[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                what = "minutes" if key == "walltime" else "GiB" if key == "memory" else ""
+                where = f" on partition {p.name}" if p is not None else ""
+                raise OptionsError(
+                    f"{key} must be a whole number from {low} to {high}{' ' + what if what else ''}"
+                    f"{where}, not {_echo(value)}."
+                )
+            chosen[key] = value
+        return chosen
+
+    @staticmethod
+    def _bounds(p: Partition | None) -> list[tuple[str, int, int]]:
+        """(choice, lowest, highest) on partition `p` (None: not read yet: the script's own
+        limits; start() checks the partition's)."""
+        wall = MAX_WALLTIME_MINUTES
+        cpus, memory_gib = LIMITS["cpus"][1], LIMITS["memory_mb"][1] // 1024
+        if p is not None:
+            wall = min(wall, p.max_time // 60) if p.max_time else wall
+            cpus = max(1, p.max_cpus_per_node)
+            memory_gib = max(1, p.max_memory_mb_per_node // 1024)
+        return [("walltime", 1, wall), ("cpus", 1, cpus), ("memory", 1, memory_gib)]
+
+    def form_fields(self, profile: Profile) -> list[FormField]:
+        options = self.options_of(profile)
+        names = [options.partition, *options.partitions]
+        fields: list[FormField] = []
+        if len(names) > 1:
+            labels = []
+            for name in names:
+                part = self.partitions.get(name)
+                free = f" ({part.gpus_free} GPUs free)" if part and part.gpus_total else ""
+                labels.append((name, name + free))
+            fields.append(FormField("partition", "Partition", options.partition, tuple(labels)))
+        p = self.partitions.get(options.partition)
+        bounds = {key: (low, high) for key, low, high in self._bounds(p)}
+        steps = {30, 60, 120, 240, 480, 720, 1440, 2880, 4320, 10080, options.walltime}
+        walls = sorted(m for m in steps if m <= bounds["walltime"][1])
+        fields.append(
+            FormField(
+                "walltime",
+                "Walltime",
+                str(options.walltime),
+                tuple((str(m), _minutes(m)) for m in walls),
+            )
+        )
+        memory = profile.memory_bytes
+        fields.append(
+            FormField("cpus", "CPUs", str(_default_cpus(profile)), (), 1, bounds["cpus"][1])
+        )
+        fields.append(
+            FormField(
+                "memory",
+                "Memory",
+                str(max(1, math.ceil(memory / 2**30)) if memory else 1),
+                (),
+                1,
+                bounds["memory"][1],
+                "GiB",
+            )
+        )
+        return fields
 
     async def refuse_impossible(self, request: Request, groups: list[str]) -> None:
         """PlacementError naming the limit when `request` can never run (checked against the
@@ -812,6 +919,15 @@ def _connect_error(e: BaseException) -> str:
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
     return e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
+
+
+def _default_cpus(profile: Profile) -> int:
+    return max(1, math.ceil(profile.cpus or 1))
+
+
+def _echo(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _minutes(minutes: int) -> str:

@@ -432,3 +432,22 @@ def test_a_node_the_hub_cannot_reach_is_explained(slurm_cluster: SlurmCluster) -
         assert "no connection to 127.0.0.2:" in h.log()
         job = next(m for m in said if "Submitted Slurm job" in m).split()[3]
         assert slurm_cluster.job(job)[0] in ("CANCELLED", "")
+
+
+def test_walltime_cpus_and_memory_chosen_reach_slurm(hub: Hub, slurm_cluster: SlurmCluster) -> None:
+    options = {"profile": "cluster", "gpus": 0, "walltime": 45, "cpus": 2, "memory": 3}
+    assert hub.start_server("alice", timeout=90, **options).status_code in (201, 202)
+    job = job_of(hub, "alice")
+    r = slurm_cluster.run(["squeue", "--noheader", f"--jobs={job}", "--format=%l|%C|%m"])
+    assert r.stdout.strip() == "45:00|2|3G", r.stdout
+    assert hub.api("GET", "/users/alice").json()["servers"][""]["user_options"] == options
+    hub.stop_server("alice")
+    # beyond what the partition allows: refused with the bound, before sbatch
+    before = own_jobs(slurm_cluster, account(hub, "alice"))
+    r = hub.api("POST", "/users/alice/server", json={**options, "walltime": 721})
+    assert r.status_code == 400
+    assert (
+        "walltime must be a whole number from 1 to 720 minutes on partition gpu"
+        in (r.json()["message"])
+    )
+    assert own_jobs(slurm_cluster, account(hub, "alice")) == before

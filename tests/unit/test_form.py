@@ -274,3 +274,11 @@ def test_a_profile_no_node_can_hold_is_blocked_with_the_partitions_limit() -> No
     html = render(MixedSpawner([big]))
     assert "This profile needs 8 GPU(s) and the nodes of partition gpu have at most 4 each" in html
     assert "GPUs on this server" not in html  # no local profile: no line about this server
+
+
+def test_a_profile_beyond_its_partitions_limits_is_blocked_with_the_reason() -> None:
+    never = "Partition debug allows at most 30 minutes per session; you asked for 48 hours."
+    cap = Capacity(4, 4, True, "", queued=True, where="partition debug", never=never)
+    html = render(FakeSpawner([SLURM], cap=cap))
+    assert "Partition debug allows at most 30 minutes per session" in html
+    assert 'data-unavailable="1"' in html

@@ -6,14 +6,17 @@ test_slurm_spawn.py."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
 from test_config import cpu, problems_of
 
 from config.schema import parse
-from spawners.backends.slurm import SlurmOptions
+from spawners.backends.slurm import SlurmBackend, SlurmOptions
+from spawners.profiles import OptionsError, Profile, SpawnRequest, form_to_options
+from spawners.slurm.partitions import Request, parse_partitions
 
 pytestmark = [pytest.mark.unit]
 
@@ -97,3 +100,103 @@ def test_seconds_left_of_the_walltime() -> None:
     server.ends_at = (now + timedelta(minutes=10)).isoformat(timespec="seconds")
     assert 598 <= (server.seconds_left(now) or 0) <= 600
     assert server.seconds_left(now + timedelta(hours=1)) == 0
+
+
+# --- what a person may choose: partition, walltime, CPUs, memory ----------------------------
+OUTPUTS = Path(__file__).parent / "slurm_outputs"
+
+
+def backend() -> SlurmBackend:
+    """A SlurmBackend that knows the partitions of the captured scontrol outputs (gpu: 2 nodes
+    of 8 CPUs, 8000 MB and 4 GPUs, MaxTime 12 h; debug: 30 min)."""
+    b = SlurmBackend(cast(Any, None))
+    b.partitions = parse_partitions(
+        (OUTPUTS / "scontrol_partitions.txt").read_text(),
+        (OUTPUTS / "scontrol_nodes_idle.txt").read_text(),
+    )
+    return b
+
+
+CLUSTER = Profile(
+    slug="cluster",
+    name="Cluster",
+    backend="slurm",
+    image="default",
+    image_env="/v",
+    gpu_choices=(0, 1, 2),
+    cpus=2,
+    memory_bytes=4 * 2**30,
+    placement=(("partition", "gpu"), ("partitions", ("debug",)), ("walltime", 60)),
+)
+
+
+def test_choices_within_the_partition_are_taken() -> None:
+    b = backend()
+    chosen = b.parse_choices(CLUSTER, {"walltime": 720, "cpus": 8, "memory": 7})
+    assert chosen == {"walltime": 720, "cpus": 8, "memory": 7}
+    request = SpawnRequest(CLUSTER, 1, tuple(sorted(chosen.items())))
+    assert b.request_of(request) == Request("gpu", 1, 8, 7 * 1024, 720)
+    # nothing chosen: the profile's own values
+    assert b.request_of(SpawnRequest(CLUSTER, 0)) == Request("gpu", 0, 2, 4096, 60)
+    assert b.parse_choices(CLUSTER, {"partition": "debug"}) == {"partition": "debug"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (
+            {"walltime": 721},
+            "walltime must be a whole number from 1 to 720 minutes on partition gpu",
+        ),
+        ({"partition": "debug", "walltime": 31}, "from 1 to 30 minutes on partition debug"),
+        ({"walltime": "2:00:00"}, "walltime must be a whole number"),
+        ({"cpus": 9}, "cpus must be a whole number from 1 to 8 on partition gpu, not 9."),
+        ({"cpus": True}, "cpus must be a whole number"),
+        ({"memory": 8}, "memory must be a whole number from 1 to 7 GiB"),
+        ({"memory": -1}, "not -1"),
+        ({"partition": "staffonly"}, "partition must be one of gpu, debug for profile 'Cluster'"),
+        ({"partition": ["gpu"]}, "partition must be one of gpu, debug"),
+        ({"nodes": 3}, "Unknown option(s) ['nodes']; allowed are 'profile', 'gpus', 'partition'"),
+    ],
+)
+def test_choices_beyond_the_partition_are_refused(extra: dict[str, Any], words: str) -> None:
+    with pytest.raises(OptionsError) as info:
+        backend().parse_choices(CLUSTER, extra)
+    assert words in str(info.value)
+
+
+def test_the_form_offers_the_choices_within_the_partition() -> None:
+    fields = {f.name: f for f in backend().form_fields(CLUSTER)}
+    assert [v for v, _ in fields["partition"].options] == ["gpu", "debug"]
+    assert "(8 GPUs free)" in fields["partition"].options[0][1]
+    walls = [int(v) for v, _ in fields["walltime"].options]
+    assert walls[0] == 30 and walls[-1] == 720 and fields["walltime"].value == "60"
+    assert (fields["cpus"].value, fields["cpus"].maximum) == ("2", 8)
+    assert (fields["memory"].value, fields["memory"].maximum, fields["memory"].unit) == (
+        "4",
+        7,
+        "GiB",
+    )
+
+
+def test_form_fields_become_choices() -> None:
+    extra = {"cluster": SlurmBackend.choice_fields}
+    form = {
+        "profile": ["cluster"],
+        "gpus-cluster": ["1"],
+        "walltime-cluster": ["120"],
+        "cpus-cluster": ["4"],
+        "memory-cluster": ["6"],
+        "partition-cluster": ["debug"],
+    }
+    options = form_to_options(form, ["cluster"], extra)
+    assert options == {
+        "profile": "cluster",
+        "gpus": 1,
+        "walltime": 120,
+        "cpus": 4,
+        "memory": 6,
+        "partition": "debug",
+    }
+    with pytest.raises(OptionsError, match="walltime must be a whole number"):
+        form_to_options({**form, "walltime-cluster": ["2h"]}, ["cluster"], extra)
