@@ -368,6 +368,21 @@ class Hub:
         """Stop the hub (and its proxy) by PID; user servers keep running (cleanup_servers off)."""
         stop_hub(self.proc, self.data_dir / "proxy.pid")
 
+    def kill(self) -> None:
+        """SIGKILL the hub (no clean-up of its own), then stop by PID what it started and
+        left behind: its managed services (the idle culler, which would otherwise outlive the
+        test) and its proxy. User servers and jobs stay, as after a real crash."""
+        assert self.proc is not None
+        children = [pid for pid in child_pids(self.proc.pid) if _is_service(pid)]
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.stop()  # the proxy, by its pid file
+
     # -- accounts and API ----------------------------------------------------------------------
     def add_user(self, name: str) -> str:
         password = "pw-" + secrets.token_hex(8)
@@ -536,6 +551,30 @@ def running_hub(
         yield h
     finally:
         h.cleanup()
+
+
+def child_pids(parent: int) -> list[int]:
+    """The pids of `parent`'s direct children."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def _is_service(pid: int) -> bool:
+    """A JupyterHub-managed service (its environment names it), not a user's server."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return b"JUPYTERHUB_SERVICE_NAME=" in environ
 
 
 def pids_of_uid(uid: int) -> Iterator[int]:

@@ -827,7 +827,7 @@ class SlurmServer(PlacedServer):
     async def poll(self) -> Poll:
         b = self.backend
         if not self.job_id:
-            return Poll.gone()
+            return await self._poll_unsubmitted()
         result = await b.poller.status(self.job_id)
         job = b.jobs.get(self.job_id)
         if result.status is PollStatus.RUNNING:
@@ -849,6 +849,19 @@ class SlurmServer(PlacedServer):
             why = ENDINGS.get(state, "it is no longer in Slurm's queue")
             return Poll.gone(0, f"Your Slurm job {self.job_id} ended: {why}.")
         return result
+
+    async def _poll_unsubmitted(self) -> Poll:
+        """No job id saved: the hub died during sbatch (or before it). A job sbatch did
+        submit is found by its name and account and cancelled: it can never be reached."""
+        b = self.backend
+        if not (self.job_name and self.unix_name):
+            return Poll.gone()
+        found = await b.find_jobs(self.job_name, self.unix_name)
+        if found is None:
+            return Poll.unknown("squeue did not answer while looking for the job by name")
+        for job_id in found:
+            await b.cancel_job(job_id)
+        return Poll.gone(0, "The hub restarted while your session was starting; start it again.")
 
     async def stop(self, now: bool = False) -> None:
         b = self.backend
