@@ -53,6 +53,7 @@ def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
         "placement": dict(p.placement),
         "image": p.image,
         "image_env": str(cfg.images[p.image].env),
+        "apptainer": str(cfg.images[p.image].apptainer or ""),
         "gpu_choices": choices,
         "default_gpus": default if default is not None else choices[0],
         "cpus": p.cpus,

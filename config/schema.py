@@ -390,6 +390,21 @@ class ImageSection(_Strict):
         description="Python environment (prefix) with jupyterhub-singleuser and jupyterlab; "
         "default: the environment MLRP itself runs from.",
     )
+    apptainer: Path | None = Field(
+        None,
+        description="Slurm profiles only: run the server inside this Apptainer image (a .sif "
+        "on the filesystem the nodes share) with `apptainer exec --nv`; `env` is then the "
+        "environment's path inside the image. The person's home is bound into it.",
+    )
+
+    @field_validator("apptainer")
+    @classmethod
+    def _sif_path(cls, v: Path | None) -> Path | None:
+        if v is not None and not re.fullmatch(r"/[A-Za-z0-9._/+@-]*", str(v)):
+            raise ValueError(
+                f"must be an absolute path of letters, digits and . _ / + @ -; got {str(v)!r}"
+            )
+        return v
 
 
 class GPUChoices(_Strict):
@@ -643,6 +658,12 @@ class MLRPConfig(_Strict):
                 problems.append(
                     f"{where}.image: no image {p.image!r}; images defined: {known}"
                     + did_you_mean(p.image, images)
+                )
+            image = self.images.get(p.image)
+            if image is not None and image.apptainer is not None and p.backend != "slurm":
+                problems.append(
+                    f"{where}.image: {p.image!r} is an Apptainer image, which only Slurm "
+                    "profiles run (backend: slurm); give this profile an image with an env"
                 )
             if lenient.covers("groups") or lenient.covers("profiles", i, "groups"):
                 continue

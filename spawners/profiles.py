@@ -34,6 +34,7 @@ class Profile:
     # The backend's own options (`placement:` in the YAML), validated by its ProfileOptions;
     # kept as sorted items so that a Profile stays hashable.
     placement: tuple[tuple[str, Any], ...] = ()
+    apptainer: str = ""  # an Apptainer image (.sif) the server runs in (Slurm), or none
 
     @property
     def options(self) -> dict[str, Any]:
@@ -65,6 +66,7 @@ class Profile:
             groups=tuple(d.get("groups", ())),
             max_processes=d.get("max_processes"),
             placement=tuple(sorted(dict(d.get("placement") or {}).items())),
+            apptainer=d.get("apptainer") or "",
         )
 
 

@@ -70,6 +70,8 @@ from spawners.slurm.script import (
     PARTITION,
     BatchJob,
     BatchJobError,
+    Bind,
+    Container,
     render,
 )
 from spawners.slurm.submit import SubmitError, cancel, submit
@@ -626,6 +628,7 @@ class SlurmServer(PlacedServer):
                 bind_ip=b.server_ip,
                 export=tuple(sorted(self._job_env(account))),
                 singleuser_args=(*idle_args(request.profile.idle_timeout), *DISPLAY_ARGS),
+                container=_container(request.profile, account),
             )
         except BatchJobError as e:
             raise PlacementError(
@@ -932,6 +935,15 @@ def _connect_error(e: BaseException) -> str:
     if isinstance(e, ConnectionRefusedError):
         return "connection refused"
     return e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
+
+
+def _container(profile: Profile, account: Account) -> Container | None:
+    """The profile's Apptainer image, with the person's home bound at the same path (their
+    files, and the job's output directory inside it)."""
+    if not profile.apptainer:
+        return None
+    home = str(account.home)
+    return Container(image=profile.apptainer, binds=(Bind(home, home),))
 
 
 def _default_cpus(profile: Profile) -> int:

@@ -200,3 +200,53 @@ def test_form_fields_become_choices() -> None:
     }
     with pytest.raises(OptionsError, match="walltime must be a whole number"):
         form_to_options({**form, "walltime-cluster": ["2h"]}, ["cluster"], extra)
+
+
+# --- Apptainer images: the command line is built and checked here; Apptainer itself is not
+# installable on the development machine, so no test runs it.
+def test_an_apptainer_image_runs_the_server_inside_it_with_the_gpus() -> None:
+    from config.render import profile_dict
+    from spawners.accounts import Account
+    from spawners.backends.slurm import _container
+    from spawners.slurm.script import BatchJob, render
+
+    cfg = parse(
+        {
+            "images": {"torch": {"env": "/opt/env", "apptainer": "/shared/images/torch.sif"}},
+            "profiles": [{**slurm_profile(partition="gpu", walltime=60), "image": "torch"}],
+        }
+    )
+    profile = Profile.from_dict(profile_dict(cfg.profiles[0], cfg))
+    assert profile.apptainer == "/shared/images/torch.sif"
+    alice = Account("alice", 1001, 1001, Path("/home/alice"))
+    container = _container(profile, alice)
+    job = BatchJob(
+        tag="alice",
+        partition="gpu",
+        gpus=1,
+        cpus=1,
+        memory_mb=1024,
+        walltime_minutes=60,
+        output="/home/alice/.mlrp/slurm/mlrp-alice-%j.log",
+        workdir="/home/alice",
+        env_prefix=profile.image_env,
+        bind_ip="0.0.0.0",
+        export=("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL"),
+        container=container,
+    )
+    script = render(job)
+    assert (
+        "exec apptainer exec --nv --bind /home/alice:/home/alice /shared/images/torch.sif "
+        "/opt/env/bin/python -I -c"
+    ) in script
+    plain = Profile.from_dict({**profile_dict(cfg.profiles[0], cfg), "apptainer": ""})
+    assert _container(plain, alice) is None
+
+
+def test_an_apptainer_image_is_for_slurm_profiles_only() -> None:
+    images = {"torch": {"apptainer": "/shared/torch.sif"}}
+    found = problems_of({"images": images, "profiles": [cpu(image="torch")]})
+    assert any("'torch' is an Apptainer image, which only Slurm profiles run" in p for p in found)
+    bad = {"torch": {"apptainer": "/shared/$(id).sif"}}
+    found = problems_of({"images": bad, "profiles": [cpu()]})
+    assert any(p.startswith("images.torch.apptainer: must be an absolute path") for p in found)
