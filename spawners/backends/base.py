@@ -17,10 +17,12 @@ JupyterHub "still running" and the next poll asks again.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -239,3 +241,14 @@ async def server_account(server: PlacedServer, emit: Emit) -> Account:
     verb = "Created your Unix account" if created else "Running as Unix account"
     await emit(35, f"{verb} {account.name}.")
     return account
+
+
+def log_tail(path: Path, max_bytes: int = 2000) -> str:
+    """The last `max_bytes` of a server's log or job output ("" if it cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -29,7 +29,15 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
 
 from spawners.accounts import server_tag
 from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
-from spawners.backends.base import Backend, Capacity, Emit, PlacedServer, Poll, server_account
+from spawners.backends.base import (
+    Backend,
+    Capacity,
+    Emit,
+    PlacedServer,
+    Poll,
+    log_tail,
+    server_account,
+)
 from spawners.cgroups import (
     CgroupSupport,
     KillSupport,
@@ -50,7 +58,6 @@ if TYPE_CHECKING:
     from spawners.platform import Platform
     from spawners.spawner import MLRPSpawner
 
-LOG_TAIL_BYTES = 2000
 # Readiness checks: (shortest step, longest step, share of the time waited so far), while CPUs
 # are free and while more tasks want one than there are (see _wait_listening).
 PORT_CHECK_STEPS = {False: (0.02, 0.25, 0.01), True: (0.1, 1.0, 0.05)}
@@ -197,16 +204,6 @@ def display_env(cpus: float | None, memory_bytes: int | None) -> dict[str, str]:
     if cpus is not None:
         env["CPU_LIMIT"] = repr(float(cpus))
     return env
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class LocalBackend(Backend):
@@ -567,7 +564,7 @@ class LocalServer(PlacedServer):
                 if status is not None:
                     raise PlacementError(
                         f"JupyterLab exited during start-up (exit status {status}). Last lines "
-                        f"of its log:\n{_tail(log_path)[-800:]}",
+                        f"of its log:\n{log_tail(log_path)[-800:]}",
                         reason="exited",
                         detail=f"server of {self.owner} exited with {status}; log {log_path}",
                         status_code=500,

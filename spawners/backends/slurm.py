@@ -43,6 +43,7 @@ from spawners.backends.base import (
     PlacedServer,
     Poll,
     PollStatus,
+    log_tail,
     server_account,
 )
 from spawners.errors import PlacementError
@@ -82,7 +83,6 @@ if TYPE_CHECKING:
     from spawners.records import Checkpoint
     from spawners.spawner import MLRPSpawner
 
-LOG_TAIL_BYTES = 2000
 DISPLAY_ARGS = (
     "--ResourceUseDisplay.track_cpu_percent=True",
     "--ResourceUseDisplay.cpu_warning_threshold=0",
@@ -768,7 +768,7 @@ class SlurmServer(PlacedServer):
 
     def _died(self, job: Job | None) -> PlacementError:
         state = job.state if job is not None else "no longer listed"
-        tail = _tail(Path(self.log_path)) if self.log_path else ""
+        tail = log_tail(Path(self.log_path)) if self.log_path else ""
         shown = f" Last lines of its output:\n{tail[-800:]}" if tail.strip() else ""
         return PlacementError(
             f"Your Slurm job {self.job_id} ended before JupyterLab answered ({state}). Its "
@@ -970,13 +970,3 @@ def _groups(account: Account) -> list[str]:
         except KeyError:
             continue
     return names
-
-
-def _tail(path: Path) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
