@@ -962,8 +962,9 @@ def slurm_checks(
     profile_names = [f"Slurm profile {p.slug}" for p in setup.profiles]
     if conf is None:
         why = f"no readable slurm.conf ({path})"
-        rows = ["munge", "Slurm controller", *profile_names, "Slurm network"]
-        return checks + [_not_judged(row, why) for row in rows]
+        rows = ["munge", "Slurm controller", *profile_names]
+        checks += [_not_judged(row, why) for row in rows]
+        return [*checks, check_slurm_network(setup, None, why, is_local)]
 
     socket_path = conf.munge_socket
     encoded = decoded = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -566,6 +566,11 @@ def test_without_slurm_conf_no_command_runs(tmp_path: Path) -> None:
     assert replay.calls == []
     assert [c.status for c in checks] == ["MISSING", "MISSING", "WARN", "WARN", "WARN", "WARN"]
     assert checks[2].detail == f"not judged: no readable slurm.conf ({setup.conf})"
+    # What needs no Slurm is still judged: an API address this host does not have.
+    elsewhere = replace(setup, hub_api_address="10.0.0.1")
+    network = doctor.slurm_checks(elsewhere, replay, only())[-1]
+    assert (network.name, network.status) == ("Slurm network", "MISSING")
+    assert replay.calls == []
 
 
 def test_setup_comes_from_the_slurm_section_and_profiles() -> None:
