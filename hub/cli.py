@@ -186,7 +186,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         proxy_command=h.proxy_command,
         gpu_source=cfg.gpus.source,
         gpu_devices=list(cfg.gpus.devices),
-        slurm_configured=False,
+        slurm=doctor.SlurmSetup.from_config(cfg),  # None: no Slurm profile, no slurm section
         multi_user=cfg.accounts.mode != "single-user",
         accounts=cfg.accounts.policy(),
         hub_url=probe_url(h.ip, h.port, h.scheme, h.hub_port),

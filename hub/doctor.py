@@ -1,28 +1,36 @@
 """`mlrp doctor`: what this node has and lacks for running the hub, and an exit status.
 
 Each check probes one real thing (the NVIDIA driver through NVML, the proxy binary, free disk,
-root, `useradd`, the Slurm client, cgroups, the GPU fence, how stopped servers are ended,
-private temp space, /proc hiding, whether the hub runs and answers, the GPU leases held now)
-and turns every expected failure into
+root, `useradd`, cgroups, the GPU fence, how stopped servers are ended, private temp space,
+/proc hiding, whether the hub runs and answers, the GPU leases held now; with Slurm profiles or a
+`slurm:` section, the Slurm client, slurm.conf, munge, the controller, each Slurm profile's
+partition and the network between the hub and the nodes) and turns every expected failure into
 a `Check` that is not ok, so the admin sees a table and one fix line per problem, never a
 traceback. Exit status: 0 when every required check passes, 1 otherwise.
 
 GPUs and cgroups are judged by the spawner's own code (`spawners.gpus.load_inventory`,
 `spawners.cgroups.probe`), never by a second detector here: what the doctor says is what the hub
 will do with the same `gpus` section. Leases are read as `mlrp gpus` reads them, and a hold's
-leftover processes are found as `Platform.sweep_held` finds them (the server's cgroup).
+leftover processes are found as `Platform.sweep_held` finds them (the server's cgroup). Slurm
+profiles are judged as the hub's SlurmBackend judges a start: the same request
+(`SlurmBackend.request_of`), the same partitions (`spawners.slurm.partitions`, read with the same
+scontrol commands) and the same verdict (`partitions.impossible`). Slurm commands run as argument
+lists through `spawners.slurm.run`, never a shell, each with a timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import os
 import shutil
 import socket
+import stat
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
 from hub.gpu_view import gpu_rows, server_profiles
 from hub.hub_state import HubProcess, answers, hub_process, read_leases, read_people
@@ -40,7 +48,22 @@ from spawners.cgroups import (
 )
 from spawners.gpus import GPUSourceError, Inventory, NvmlReport, load_inventory, read_nvml
 from spawners.isolation import private_tmp_works
+from spawners.profiles import Profile, SpawnRequest
 from spawners.records import Lease, held_tag
+from spawners.slurm.partitions import (
+    Node,
+    Partition,
+    Request,
+    SlurmInfoError,
+    impossible,
+    nodes_argv,
+    parse_partitions,
+    partitions_argv,
+)
+from spawners.slurm.run import Outcome, run
+
+if TYPE_CHECKING:
+    from config.schema import MLRPConfig
 
 GIB = 1024**3
 GPU_SOURCES = ("nvml", "config", "auto")
@@ -424,6 +447,8 @@ def check_useradd(required: bool) -> Check:
 
 
 def check_slurm_client() -> Check:
+    """The PATH check `run_checks(slurm_configured=True)` makes when it is given no
+    `SlurmSetup`; `mlrp doctor` judges a config's Slurm with `slurm_checks` instead."""
     programs = ("sinfo", "sbatch")
     found = {program: shutil.which(program) for program in programs}
     missing = [program for program, path in found.items() if path is None]
@@ -431,6 +456,544 @@ def check_slurm_client() -> Check:
         detail = "not found on PATH: " + ", ".join(missing)
         return Check("Slurm client", False, detail, True, SLURM_FIX)
     return Check("Slurm client", True, ", ".join(str(path) for path in found.values()), True)
+
+
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "scontrol")
+DEFAULT_SLURM_CONF = Path("/etc/slurm/slurm.conf")  # Slurm's own default (Debian's too)
+DEFAULT_MUNGE_SOCKET = Path("/run/munge/munge.socket.2")  # munge's default; AuthInfo moves it
+# scontrol waits Slurm's MessageTimeout (10 s by default) for a controller that accepts the
+# connection but does not answer, then prints "... is DOWN": give it that long and a little more,
+# so the row shows Slurm's own words rather than our timeout.
+PING_TIMEOUT = 15.0
+SCONTROL_TIMEOUT = 15.0  # `show partition`, `show node`: asked only once ping answered
+MUNGE_TIMEOUT = 5.0
+SHOWN_NODES = 5  # nodes named in the network row; the rest are counted
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+SLURM_COMMANDS_FIX = (
+    "Install the Slurm client on this host (Debian/Ubuntu: apt-get install slurm-client; the "
+    "same Slurm version as the cluster), or set slurm.bin_dir to the directory that holds "
+    "sbatch, squeue, scancel and scontrol."
+)
+SLURM_CONF_FIX = (
+    "Copy the cluster's slurm.conf (the same file the nodes use) to {path} on this host, "
+    "readable by everyone (sbatch runs as each person), or set slurm.conf to where it is. A "
+    "configless cluster: point slurm.conf at a copy of the controller's."
+)
+MUNGE_FIX = (
+    "Start munged on this host (Debian/Ubuntu: apt-get install munge; systemctl enable --now "
+    "munge) with the cluster's key: /etc/munge/munge.key, the same file as on every node, owned "
+    "by munge, mode 0400."
+)
+MUNGE_INSTALL_FIX = (
+    "Install munge's commands (Debian/Ubuntu: apt-get install munge) so that the doctor can "
+    "check this host's munged."
+)
+CONTROLLER_FIX = (
+    "Check that slurmctld runs on the controller (systemctl status slurmctld there), that this "
+    "host reaches SlurmctldHost on SlurmctldPort (6817 by default) through any firewall, and "
+    "that munge here has the cluster's key (a wrong key also reads as DOWN)."
+)
+PARTITION_DOWN_FIX = (
+    "Sessions of this profile wait in the queue until the partition is UP again: `scontrol "
+    "update PartitionName={name} State=UP` once its maintenance is over."
+)
+PARTITION_NO_NODE_FIX = (
+    "No node of partition {name} can start a job now: see `sinfo -R -p {name}` and resume the "
+    "nodes (`scontrol update NodeName=... State=RESUME`) once they are fixed."
+)
+PARTITION_MISSING_FIX = (
+    "Set placement.partition of profile {slug} to a partition Slurm has (`scontrol show "
+    "partition`), or add partition {partition} to slurm.conf."
+)
+PROFILE_IMPOSSIBLE_FIX = (
+    "Lower profile {slug}'s gpus (its largest choice), walltime, cpus or memory to what "
+    "partition {partition} offers, or give it another partition: every start of it is refused "
+    "until then."
+)
+HUB_API_NOT_LOCAL_FIX = (
+    "Set slurm.hub_api_address to an address of this host on the network the compute nodes "
+    "share (see `ip -brief address`); the hub listens there on hub.hub_port."
+)
+HUB_API_UNSET_FIX = (
+    "Set slurm.hub_api_address to this host's address on the cluster network, and let the "
+    "nodes reach it on hub.hub_port ({port}): each session reports its port there. Traffic to "
+    "it is plain HTTP (with the session's token): keep it on a network you trust."
+)
+SERVER_IP_FIX = (
+    "Set slurm.server_ip to 0.0.0.0 (or the nodes' address on the cluster network): sessions "
+    "listening on loopback cannot be reached by the hub from another host."
+)
+
+
+class SlurmRunner(Protocol):
+    """How the doctor runs one Slurm command (argv, never a shell): `run_slurm_command`, or a
+    stand-in replaying captured outputs in tests."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        timeout: float,
+        stdin: str | None = None,
+    ) -> Outcome: ...
+
+
+def run_slurm_command(
+    argv: Sequence[str], *, env: Mapping[str, str], timeout: float, stdin: str | None = None
+) -> Outcome:
+    """`spawners.slurm.run.run` from synchronous code: an argument list, no shell, `env` as the
+    whole environment, the process group killed at `timeout`; never raises for a failure."""
+    return asyncio.run(run(argv, env=env, timeout=timeout, stdin=stdin))
+
+
+@dataclass(frozen=True)
+class SlurmSetup:
+    """What the doctor judges of a config with Slurm: its `slurm:` section (or its defaults),
+    the hub's API port, and its Slurm profiles as the spawner gets them."""
+
+    bin_dir: Path = Path("/usr/bin")
+    conf: Path | None = None  # None: Slurm's default
+    server_ip: str = "0.0.0.0"
+    hub_api_address: str | None = None
+    hub_port: int = 8081
+    node_addresses: Mapping[str, str] = field(default_factory=dict)
+    profiles: tuple[Profile, ...] = ()
+
+    @classmethod
+    def from_config(cls, cfg: MLRPConfig) -> SlurmSetup | None:
+        """None when `cfg` has neither Slurm profiles nor a `slurm:` section."""
+        from config.render import profile_dict
+        from config.schema import SlurmSection
+
+        if cfg.slurm is None and not any(p.backend == "slurm" for p in cfg.profiles):
+            return None
+        sl = cfg.slurm if cfg.slurm is not None else SlurmSection()  # type: ignore[call-arg]
+        return cls(
+            bin_dir=sl.bin_dir,
+            conf=sl.conf,
+            server_ip=sl.server_ip,
+            hub_api_address=sl.hub_api_address,
+            hub_port=cfg.hub.hub_port,
+            node_addresses=dict(sl.node_addresses),
+            profiles=tuple(
+                Profile.from_dict(profile_dict(p, cfg))
+                for p in cfg.profiles
+                if p.backend == "slurm"
+            ),
+        )
+
+    @property
+    def conf_path(self) -> Path:
+        return self.conf if self.conf is not None else DEFAULT_SLURM_CONF
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The Slurm commands' whole environment, as the hub's SlurmBackend gives it."""
+        env = {"PATH": f"{self.bin_dir}:{SYSTEM_PATH}"}
+        if self.conf is not None:
+            env["SLURM_CONF"] = str(self.conf)
+        return env
+
+    def node_address(self, node: Node) -> str:
+        """Where the hub reaches `node` (SlurmBackend.node_address)."""
+        return self.node_addresses.get(node.name) or node.address or node.name
+
+
+def slurm_request(profile: Profile) -> Request:
+    """The largest request a Slurm profile can make (its largest GPU choice), built by the
+    hub's own SlurmBackend.request_of, which reads nothing but the profile."""
+    from spawners.backends.slurm import SlurmBackend
+
+    backend = SlurmBackend(cast(Any, None))  # no platform: request_of does not use one
+    return backend.request_of(SpawnRequest(profile, profile.max_gpus))
+
+
+def check_slurm_commands(bin_dir: Path) -> Check:
+    """sbatch, squeue, scancel and scontrol in slurm.bin_dir, where the hub runs them from."""
+    name = "Slurm client"
+    found = {c: shutil.which(c, path=str(bin_dir)) for c in SLURM_COMMANDS}
+    missing = [c for c, path in found.items() if path is None]
+    if missing:
+        detail = f"not in {bin_dir}: {', '.join(missing)}"
+        return Check(name, False, detail, True, SLURM_COMMANDS_FIX)
+    return Check(name, True, f"{', '.join(SLURM_COMMANDS)} in {bin_dir}", True)
+
+
+@dataclass(frozen=True)
+class SlurmConf:
+    """The few keys of a slurm.conf the doctor reads (lower-cased, as Slurm ignores case)."""
+
+    path: Path
+    values: Mapping[str, tuple[str, ...]]
+    world_readable: bool
+
+    def first(self, key: str, default: str = "") -> str:
+        found = self.values.get(key.lower())
+        return found[0] if found else default
+
+    @property
+    def auth_type(self) -> str:
+        return self.first("AuthType", "auth/munge")
+
+    @property
+    def munge_socket(self) -> Path:
+        """AuthInfo's socket=PATH, else munge's default socket."""
+        for option in self.first("AuthInfo").split(","):
+            key, _, value = option.partition("=")
+            if key.strip().lower() == "socket" and value:
+                return Path(value)
+        return DEFAULT_MUNGE_SOCKET
+
+
+def parse_slurm_conf(text: str) -> dict[str, tuple[str, ...]]:
+    """Each line's first Key=Value (a node or partition line names its key first), keys
+    lower-cased, values in file order; comments and blank lines skipped."""
+    values: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        key, sep, rest = line.partition("=")
+        if not sep or not key.strip():
+            continue
+        words = rest.split()
+        values.setdefault(key.strip().lower(), []).append(words[0] if words else "")
+    return {key: tuple(found) for key, found in values.items()}
+
+
+def _readable_by_all(path: Path) -> bool:
+    """Others may read `path` and enter each directory above it (sbatch runs as each person)."""
+    try:
+        if not path.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(p.stat().st_mode & stat.S_IXOTH for p in path.absolute().parents)
+    except OSError:
+        return False
+
+
+def read_slurm_conf(path: Path) -> tuple[SlurmConf | None, str]:
+    """The file's keys, or None and why it cannot be read."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return None, f"{path}: no such file"
+    except OSError as exc:
+        return None, f"{path}: cannot read: {_short_reason(exc)}"
+    return SlurmConf(path, parse_slurm_conf(text), _readable_by_all(path)), ""
+
+
+def check_slurm_conf(path: Path, conf: SlurmConf | None, why: str) -> Check:
+    name = "slurm.conf"
+    fix = SLURM_CONF_FIX.format(path=path)
+    if conf is None:
+        return Check(name, False, why, True, fix)
+    if not conf.values:
+        return Check(name, False, f"{path}: no settings in it", True, fix)
+    shown = [
+        f"{key}={conf.first(key)}" for key in ("ClusterName", "SlurmctldHost") if conf.first(key)
+    ]
+    detail = f"{path}" + (f" ({', '.join(shown)})" if shown else "")
+    if not conf.world_readable:
+        detail += ": not readable by everyone, and sbatch runs as each person"
+        return Check(name, False, detail, True, fix)
+    return Check(name, True, detail, True)
+
+
+def check_munge(
+    auth_type: str, socket_path: Path, encoded: Outcome | None, decoded: Outcome | None
+) -> Check:
+    """Slurm's authentication on this host: a credential made by this host's munged and read
+    back (`munge -n | unmunge`, as two argv commands). That the key is the nodes' own shows in
+    the controller row: the controller refuses a credential made with another key."""
+    name = "munge"
+    if auth_type != "auth/munge":
+        return Check(name, True, f"not used (AuthType={auth_type})", False)
+    if encoded is None:
+        detail = "munge and unmunge are not installed here: not checked"
+        return Check(name, False, detail, False, MUNGE_INSTALL_FIX)
+    if not encoded.ok:
+        return Check(name, False, _outcome_text(encoded, "munge -n"), True, MUNGE_FIX)
+    if decoded is None or not decoded.ok:
+        said = _outcome_text(decoded, "unmunge") if decoded is not None else "unmunge: not run"
+        return Check(
+            name, False, f"a credential was made but not read back: {said}", True, MUNGE_FIX
+        )
+    return Check(
+        name, True, f"munged answers on {socket_path} (credential made and read back)", True
+    )
+
+
+def _outcome_text(outcome: Outcome, what: str) -> str:
+    """How a command ended, in one line: its own words where it printed any."""
+    if outcome.missing:
+        return f"{what}: not found"
+    if outcome.timed_out:
+        return f"{what}: no answer (gave up after the timeout)"
+    said = " ".join((outcome.stderr or outcome.stdout).split())
+    if said.startswith(what.split()[0] + ":"):  # "munge: Error: ..." names itself
+        return said
+    return f"{what}: {said}" if said else f"{what}: exit {outcome.rc}"
+
+
+def check_slurm_controller(ping: Outcome, timeout: float = PING_TIMEOUT) -> Check:
+    """`scontrol ping`: does slurmctld answer this host?"""
+    name = "Slurm controller"
+    lines = [
+        line.strip()
+        for line in ping.stdout.splitlines()
+        if line.strip() and not line.strip().startswith("*")
+    ]
+    if ping.ok and any(line.endswith(" is UP") for line in lines):
+        return Check(name, True, "; ".join(lines), True)
+    if ping.missing:
+        detail = f"{ping.argv[0]}: not found (see Slurm client)"
+    elif ping.timed_out:
+        detail = f"scontrol ping: no answer within {timeout:g} s"
+    elif lines:
+        detail = "; ".join(lines)
+        err = " ".join(ping.stderr.split())
+        detail += f" ({err})" if err else ""
+    else:
+        detail = _outcome_text(ping, "scontrol ping")
+    return Check(name, False, detail, True, CONTROLLER_FIX)
+
+
+def read_partitions(
+    partitions_out: Outcome, nodes_out: Outcome
+) -> tuple[dict[str, Partition] | None, str]:
+    """Slurm's partitions from the two scontrol outputs, or None and why not."""
+    for outcome in (partitions_out, nodes_out):
+        if not outcome.ok:
+            return None, f"cannot read Slurm's partitions: {outcome.describe()}"
+    try:
+        return parse_partitions(partitions_out.stdout, nodes_out.stdout), ""
+    except SlurmInfoError as exc:
+        return None, f"cannot read Slurm's partitions: {exc}"
+
+
+def _duration(seconds: int) -> str:
+    minutes = seconds // 60
+    if minutes >= 60 and minutes % 60 == 0:
+        return _plural(minutes // 60, "hour")
+    return _plural(minutes, "minute")
+
+
+def _gpus_per_node(p: Partition) -> str:
+    counts = sorted({n.gpus for n in p.nodes})
+    if not counts or counts == [0]:
+        return "no GPUs"
+    per = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{per} GPUs per node ({p.gpus_free} of {p.gpus_total} free)"
+
+
+def _partition_text(p: Partition) -> str:
+    usable = sum(1 for n in p.nodes if n.usable)
+    limit = f"MaxTime {_duration(p.max_time)}" if p.max_time is not None else "no time limit"
+    text = (
+        f"partition {p.name} {p.state}, {_plural(len(p.nodes), 'node')} ({usable} usable now), "
+        f"{_gpus_per_node(p)}, {limit}"
+    )
+    if p.allow_groups is not None:
+        text += f", only for Unix groups {', '.join(sorted(p.allow_groups))}"
+    return text
+
+
+def _request_text(r: Request) -> str:
+    gpus = f"up to {_plural(r.gpus, 'GPU')}" if r.gpus else "no GPU"
+    return (
+        f"asks for {gpus}, {_plural(r.cpus, 'CPU')} and {r.memory_mb:,} MB for "
+        f"{_duration(r.walltime_minutes * 60)}"
+    )
+
+
+def check_slurm_profile(
+    slug: str, request: Request, partitions: Mapping[str, Partition] | None, why: str
+) -> Check:
+    """Whether a Slurm profile's partition exists and is UP, what its nodes offer, and whether
+    the profile's largest request (GPUs, walltime, CPUs, memory) can ever run there."""
+    name = f"Slurm profile {slug}"
+    if partitions is None:
+        return Check(name, False, f"partition {request.partition} not judged: {why}", False)
+    p = partitions.get(request.partition)
+    if p is None:
+        known = ", ".join(sorted(partitions)) or "none"
+        detail = f"partition {request.partition} does not exist; Slurm has: {known}"
+        fix = PARTITION_MISSING_FIX.format(slug=slug, partition=request.partition)
+        return Check(name, False, detail, True, fix)
+    # Groups are each person's (start() checks them): here only whether anyone could run it.
+    anyone = p.allow_groups if p.allow_groups is not None else ()
+    verdict = impossible(request, p, anyone)
+    detail = f"{_partition_text(p)}\n{_request_text(request)}"
+    if verdict is not None:
+        fix = PROFILE_IMPOSSIBLE_FIX.format(slug=slug, partition=p.name)
+        return Check(name, False, f"{detail}: never fits\n{verdict}", True, fix)
+    if not p.up:
+        fix = PARTITION_DOWN_FIX.format(name=p.name)
+        return Check(name, False, f"{detail}: fits, but the partition is {p.state}", False, fix)
+    if not any(n.usable for n in p.nodes):
+        states = ", ".join(f"{n.name} {n.state}" for n in p.nodes[:SHOWN_NODES])
+        fix = PARTITION_NO_NODE_FIX.format(name=p.name)
+        return Check(name, False, f"{detail}: fits, but no node is usable ({states})", False, fix)
+    return Check(name, True, f"{detail}: fits", True)
+
+
+def is_local_address(host: str) -> bool:
+    """Whether `host` (an address or a name) is this host: loopback, or an address this host
+    can bind (the kernel refuses to bind an address that is not its own)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError):
+        return False
+    for family, _, _, _, address in infos:
+        ip = str(address[0]).split("%")[0]
+        try:
+            if ipaddress.ip_address(ip).is_loopback:
+                return True
+        except ValueError:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((address[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
+
+
+def _named_nodes(nodes: Sequence[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{name} ({address})" for name, address in nodes[:SHOWN_NODES])
+    more = f" and {len(nodes) - SHOWN_NODES} more" if len(nodes) > SHOWN_NODES else ""
+    return shown + more
+
+
+def _session_nodes(setup: SlurmSetup, partitions: Mapping[str, Partition]) -> list[Node]:
+    """The nodes Slurm profiles' sessions can run on (every node when there is no profile)."""
+    wanted = {p.options.get("partition") for p in setup.profiles}
+    found: dict[str, Node] = {}
+    for part in partitions.values():
+        if setup.profiles and part.name not in wanted:
+            continue
+        for node in part.nodes:
+            found.setdefault(node.name, node)
+    return list(found.values())
+
+
+def check_slurm_network(
+    setup: SlurmSetup,
+    partitions: Mapping[str, Partition] | None,
+    why: str,
+    is_local: Callable[[str], bool] = is_local_address,
+) -> Check:
+    """The two directions a session needs: its node reaches the hub's API (to report its port),
+    and the hub reaches the node on the port the session binds. The doctor cannot try either from
+    here; it says what the config and Slurm's node addresses imply."""
+    name = "Slurm network"
+    api = setup.hub_api_address
+    if api is not None and not is_local(api):
+        detail = (
+            f"slurm.hub_api_address {api} is not an address of this host: the hub cannot "
+            "listen there"
+        )
+        return Check(name, False, detail, True, HUB_API_NOT_LOCAL_FIX)
+    if partitions is None:
+        said = (
+            f"nodes report to http://{_host(api)}:{setup.hub_port}"
+            if api is not None
+            else "slurm.hub_api_address is not set (the hub API is on loopback only)"
+        )
+        return Check(name, False, f"{said}; the nodes are not judged: {why}", False)
+    nodes = _session_nodes(setup, partitions)
+    remote = [(n.name, setup.node_address(n)) for n in nodes if not is_local(setup.node_address(n))]
+    if remote and api is None:
+        detail = (
+            f"slurm.hub_api_address is not set, so the hub API listens on loopback only, but "
+            f"nodes {_named_nodes(remote)} are other hosts: their sessions cannot report their "
+            "port, and every start there fails"
+        )
+        return Check(name, False, detail, False, HUB_API_UNSET_FIX.format(port=setup.hub_port))
+    if remote and is_loopback_ip(setup.server_ip):
+        detail = (
+            f"slurm.server_ip is {setup.server_ip}: sessions listen on loopback of their node, "
+            f"which the hub cannot reach on {_named_nodes(remote)}"
+        )
+        return Check(name, False, detail, False, SERVER_IP_FIX)
+    if not remote:
+        local = [(n.name, setup.node_address(n)) for n in nodes]
+        where = f"the nodes {_named_nodes(local)} are this host" if local else "no nodes"
+        return Check(name, True, f"{where}: sessions and the hub API meet on this host", False)
+    detail = (
+        f"nodes {_named_nodes(remote)} report to http://{_host(api or '')}:{setup.hub_port} "
+        f"(plain HTTP, with each session's token); the hub reaches each session at its node's "
+        f"address on the port the job picks (sessions bind {setup.server_ip})"
+    )
+    return Check(name, True, detail, False)
+
+
+def is_loopback_ip(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return ip == "localhost"
+
+
+def _host(address: str | None) -> str:
+    if address is None:
+        return "127.0.0.1"
+    return f"[{address}]" if ":" in address else address
+
+
+def _not_judged(name: str, why: str) -> Check:
+    return Check(name, False, f"not judged: {why}", False)
+
+
+def slurm_checks(
+    setup: SlurmSetup,
+    runner: SlurmRunner = run_slurm_command,
+    is_local: Callable[[str], bool] = is_local_address,
+) -> list[Check]:
+    """The Slurm rows, in the order a problem shows itself: the client, slurm.conf, munge, the
+    controller, one row per Slurm profile, the network. A row that depends on one that failed
+    says it was not judged rather than guessing (and runs nothing that could hang)."""
+    env = setup.env
+    checks = [check_slurm_commands(setup.bin_dir)]
+    path = setup.conf_path
+    conf, why = read_slurm_conf(path)
+    checks.append(check_slurm_conf(path, conf, why))
+    profile_names = [f"Slurm profile {p.slug}" for p in setup.profiles]
+    if conf is None:
+        why = f"no readable slurm.conf ({path})"
+        rows = ["munge", "Slurm controller", *profile_names]
+        checks += [_not_judged(row, why) for row in rows]
+        return [*checks, check_slurm_network(setup, None, why, is_local)]
+
+    socket_path = conf.munge_socket
+    encoded = decoded = None
+    munge, unmunge = (shutil.which(c, path=env["PATH"]) for c in ("munge", "unmunge"))
+    if conf.auth_type == "auth/munge" and munge and unmunge:
+        encoded = runner([munge, "-n", f"--socket={socket_path}"], env=env, timeout=MUNGE_TIMEOUT)
+        if encoded.ok:
+            decoded = runner(
+                [unmunge, f"--socket={socket_path}"],
+                env=env,
+                timeout=MUNGE_TIMEOUT,
+                stdin=encoded.stdout,
+            )
+    checks.append(check_munge(conf.auth_type, socket_path, encoded, decoded))
+
+    scontrol = [str(setup.bin_dir / "scontrol")]
+    ping = runner([*scontrol, "ping"], env=env, timeout=PING_TIMEOUT)
+    checks.append(check_slurm_controller(ping))
+    partitions: dict[str, Partition] | None = None
+    why = "the controller does not answer (see Slurm controller)"
+    if ping.ok:
+        partitions, why = read_partitions(
+            runner(partitions_argv(scontrol), env=env, timeout=SCONTROL_TIMEOUT),
+            runner(nodes_argv(scontrol), env=env, timeout=SCONTROL_TIMEOUT),
+        )
+    for profile in setup.profiles:
+        checks.append(check_slurm_profile(profile.slug, slurm_request(profile), partitions, why))
+    checks.append(check_slurm_network(setup, partitions, why, is_local))
+    return checks
 
 
 # --- cgroups ----------------------------------------------------------------------------------
@@ -500,7 +1063,8 @@ def run_checks(
     proxy_command: list[str],
     gpu_source: str,
     gpu_devices: Sequence[str] = (),
-    slurm_configured: bool,
+    slurm_configured: bool = False,
+    slurm: SlurmSetup | None = None,
     min_free_gb: float = 2.0,
     multi_user: bool = True,
     cgroup_root: Path = DEFAULT_ROOT,
@@ -513,7 +1077,9 @@ def run_checks(
     gpu_devices}`. `multi_user=False` is developer single-user mode: root is not needed.
     `hub_url`: the loopback URL where a running hub answers (None: not asked); `db_url`: the
     MLRP database (default: the one in `data_dir`); `node`: whose leases (default: this host);
-    `accounts`: the accounts policy (None: no accounts row; useradd is judged as for system)."""
+    `accounts`: the accounts policy (None: no accounts row; useradd is judged as for system);
+    `slurm`: the config's Slurm setup (None: no Slurm rows; `slurm_configured` without it only
+    looks for sinfo and sbatch on PATH)."""
     nvml = read_nvml()
     inventory = hub_inventory(gpu_source, gpu_devices, nvml)
     checks = [
@@ -528,7 +1094,9 @@ def run_checks(
     if accounts is not None:
         people, why = read_people(db_url or sqlite_url(Path(data_dir)))
         checks.append(check_accounts(accounts, people, why))
-    if slurm_configured:
+    if slurm is not None:
+        checks += slurm_checks(slurm, runner=run_slurm_command)
+    elif slurm_configured:
         checks.append(check_slurm_client())
     checks.append(check_cgroups(probe(cgroup_root)))
     checks.append(check_fence(inventory, nvml, probe_fence(cgroup_root)))
@@ -583,7 +1151,8 @@ def main(
     proxy_command: list[str],
     gpu_source: str,
     gpu_devices: Sequence[str] = (),
-    slurm_configured: bool,
+    slurm_configured: bool = False,
+    slurm: SlurmSetup | None = None,
     out: TextIO | None = None,
     multi_user: bool = True,
     cgroup_root: Path = DEFAULT_ROOT,
@@ -600,6 +1169,7 @@ def main(
         gpu_source=gpu_source,
         gpu_devices=gpu_devices,
         slurm_configured=slurm_configured,
+        slurm=slurm,
         multi_user=multi_user,
         cgroup_root=cgroup_root,
         hub_url=hub_url,

@@ -150,6 +150,78 @@ def test_examples_commented_profiles_are_valid_when_uncommented(tmp_path: Path) 
     assert cfg.profiles[2].gpu_choices == [2, 4]
 
 
+# --- the Slurm cluster examples ----------------------------------------------------------------
+
+EXAMPLES = EXAMPLE.parent
+CLUSTER_EXAMPLES = {
+    "closet-cluster.yaml": ["cpu", "gpu"],
+    "university-cluster.yaml": ["debug", "gpu", "vision"],
+}
+
+
+@pytest.mark.parametrize(("name", "slugs"), sorted(CLUSTER_EXAMPLES.items()))
+def test_cluster_examples_are_valid_and_check_names_their_profiles(
+    name: str, slugs: list[str]
+) -> None:
+    result = check(EXAMPLES / name)
+    assert result.returncode == 0, result.stderr
+    assert f"valid. {len(slugs)} profile(s): {', '.join(slugs)};" in result.stdout
+    assert "https://0.0.0.0:" in result.stdout  # served to the network, over TLS
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="config/node_limits.py beyond_node judges Slurm profiles' cpus and memory against "
+    "the hub's own host, where they never run (node_inventory skips non-local profiles)",
+)
+@pytest.mark.parametrize("name", sorted(CLUSTER_EXAMPLES))
+def test_cluster_examples_check_without_warnings(name: str) -> None:
+    assert check(EXAMPLES / name).stderr == ""
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTER_EXAMPLES))
+def test_cluster_examples_render_onto_the_slurm_backend(name: str, tmp_path: Path) -> None:
+    """Every Slurm profile names its partition and walltime, starts may wait in a queue, and
+    the jobs reach the hub API at slurm.hub_api_address."""
+    from traitlets.config import Config
+
+    from config.render import configure
+
+    cfg = load(EXAMPLES / name)
+    assert cfg.slurm is not None and cfg.slurm.hub_api_address is not None
+    assert cfg.accounts.mode == "existing"
+    assert cfg.hub.start_timeout >= 1800  # queue waits; the default 120 is for local servers
+    slurm = [p for p in cfg.profiles if p.backend == "slurm"]
+    assert slurm and all({"partition", "walltime"} <= set(p.placement) for p in slurm)
+    c = Config()
+    configure(
+        c, cfg.model_copy(update={"hub": cfg.hub.model_copy(update={"data_dir": tmp_path})}), None
+    )
+    api = f"http://{cfg.slurm.hub_api_address}:{cfg.hub.hub_port}"
+    assert c.JupyterHub.hub_bind_url == c.JupyterHub.hub_connect_url == api
+    assert c.SlurmBackend.slurm_conf == "/etc/slurm/slurm.conf"
+    assert c.SlurmBackend.poll_period == float(cfg.slurm.poll_interval)
+
+
+def test_cluster_examples_show_every_slurm_key() -> None:
+    """Between them, the two examples set every key of the `slurm:` section."""
+    from config.schema import SlurmSection
+
+    shown: set[str] = set()
+    for name in CLUSTER_EXAMPLES:
+        shown |= set(yaml.safe_load((EXAMPLES / name).read_text())["slurm"])
+    assert shown == set(SlurmSection.model_fields)
+
+
+def test_cluster_examples_are_package_data() -> None:
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = project["tool"]["setuptools"]["package-data"]["config"]
+    for name in CLUSTER_EXAMPLES:
+        assert any((EXAMPLES / name).relative_to(REPO / "config").match(p) for p in patterns)
+
+
 # --- broken files through the CLI --------------------------------------------------------------
 
 
