@@ -59,6 +59,8 @@ def beyond_node(cfg: MLRPConfig, node: Node, unnamed: Collection[int] = ()) -> l
     `unnamed`: profiles whose slug is a stand-in (config.collect), named by index only."""
     warnings = []
     for i, p in enumerate(cfg.profiles):
+        if p.backend != "local":  # runs on another backend's nodes, which check their own
+            continue
         where = f"profiles[{i}]" if i in unnamed else f"profiles[{i}] ({p.slug})"
         if p.cpus is not None and node.cpus is not None and p.cpus > node.cpus:
             warnings.append(

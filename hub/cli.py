@@ -210,7 +210,7 @@ def _people(args: argparse.Namespace) -> tuple[MLRPConfig, Context]:
     cfg, _ = _load(args)
     records = _records(cfg)
     try:
-        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port)
+        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port, hub_client.api_host(cfg))
     except hub_client.HubError as e:
         raise CLIError(str(e)) from None
     return cfg, people.Context(cfg, records, hub)
@@ -356,7 +356,7 @@ def cmd_server_clear(args: argparse.Namespace) -> int:
     if server and not SERVER_NAME_RE.fullmatch(server):
         raise CLIError(f"--server {server!r}: a server name is 1-64 of a-z, 0-9, '-', '_' or '.'.")
     try:
-        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port)
+        hub = hub_client.connect(cfg.hub.data_dir, cfg.hub.hub_port, hub_client.api_host(cfg))
         if hub is None:
             raise CLIError(
                 "The hub is not running. Start it (mlrp up): at start it cleans every server "

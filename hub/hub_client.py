@@ -12,11 +12,14 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from hub.hub_state import hub_process
+
+if TYPE_CHECKING:
+    from config.schema import MLRPConfig
 
 TOKEN_FILE = "mlrp-cli.token"
 SERVICE = "mlrp-cli"
@@ -67,9 +70,11 @@ class HubClient:
         )
 
 
-def connect(data_dir: Path, hub_port: int) -> HubClient | None:
-    """A client of the running hub, or None when no hub runs on this data directory."""
-    api_url = f"http://127.0.0.1:{hub_port}/hub/api"
+def connect(data_dir: Path, hub_port: int, host: str = "127.0.0.1") -> HubClient | None:
+    """A client of the running hub, or None when no hub runs on this data directory. `host`:
+    where the hub API listens (loopback, or slurm.hub_api_address: see api_host)."""
+    shown = f"[{host}]" if ":" in host else host
+    api_url = f"http://{shown}:{hub_port}/hub/api"
     try:
         requests.get(api_url + "/", timeout=10)
     except requests.ConnectionError:
@@ -100,3 +105,11 @@ def check(r: requests.Response, doing: str, ok: tuple[int, ...] = (200, 201, 204
     except ValueError:
         message = r.text
     raise HubError(f"The hub refused to {doing}: {r.status_code} {message.strip()[:300]}")
+
+
+def api_host(cfg: MLRPConfig) -> str:
+    """Where the hub API listens: loopback, or the address compute nodes reach it at when
+    the config sets slurm.hub_api_address (config/render.py binds it there)."""
+    if cfg.slurm is not None and cfg.slurm.hub_api_address is not None:
+        return cfg.slurm.hub_api_address
+    return "127.0.0.1"

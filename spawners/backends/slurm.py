@@ -639,13 +639,13 @@ class SlurmServer(PlacedServer):
             ) from None
 
     def _output_dir(self, account: Account) -> Path:
-        """The job's output directory, made as root and given to the account (0700)."""
+        """The job's output directory. What is missing of it is made by the hub (root), 0700
+        and owned by the account: ~/.mlrp/slurm in the home by default, or e.g.
+        /scratch/{user}/mlrp. Directories that exist are left as they are."""
         text = self.backend.output_dir.replace("{home}", str(account.home))
         path = Path(text.replace("{user}", account.name))
         try:
             for part in reversed([path, *path.parents]):
-                if part == account.home or account.home not in part.parents:
-                    continue
                 if not part.exists():
                     part.mkdir(mode=0o700)
                     os.chown(part, account.uid, account.gid)

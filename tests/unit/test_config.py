@@ -169,11 +169,6 @@ def test_cluster_examples_are_valid_and_check_names_their_profiles(
     assert "https://0.0.0.0:" in result.stdout  # served to the network, over TLS
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config/node_limits.py beyond_node judges Slurm profiles' cpus and memory against "
-    "the hub's own host, where they never run (node_inventory skips non-local profiles)",
-)
 @pytest.mark.parametrize("name", sorted(CLUSTER_EXAMPLES))
 def test_cluster_examples_check_without_warnings(name: str) -> None:
     assert check(EXAMPLES / name).stderr == ""

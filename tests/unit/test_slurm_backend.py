@@ -250,3 +250,29 @@ def test_an_apptainer_image_is_for_slurm_profiles_only() -> None:
     bad = {"torch": {"apptainer": "/shared/$(id).sif"}}
     found = problems_of({"images": bad, "profiles": [cpu()]})
     assert any(p.startswith("images.torch.apptainer: must be an absolute path") for p in found)
+
+
+def test_the_output_directory_is_made_for_the_person(tmp_path: Path) -> None:
+    """Only what is missing is made, 0700 and the person's own; in the home by default, or
+    anywhere the admin's output_dir says."""
+    import os
+    from types import SimpleNamespace
+
+    from spawners.accounts import Account
+    from spawners.backends.slurm import SlurmServer
+
+    nobody = Account("nobody", 65534, 65534, tmp_path / "home")
+    nobody.home.mkdir(mode=0o755)
+    server = SlurmServer.__new__(SlurmServer)
+    for template, expected in [
+        ("{home}/.mlrp/slurm", nobody.home / ".mlrp" / "slurm"),
+        (f"{tmp_path}/scratch/{{user}}/mlrp", tmp_path / "scratch" / "nobody" / "mlrp"),
+    ]:
+        server.backend = cast(Any, SimpleNamespace(output_dir=template))
+        assert server._output_dir(nobody) == expected
+        made = expected
+        while made != tmp_path and made != nobody.home:
+            st = made.stat()
+            assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o700), made
+            made = made.parent
+    assert os.stat(nobody.home).st_uid == os.getuid()  # the home itself is left alone
