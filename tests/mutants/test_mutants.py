@@ -43,6 +43,7 @@ LIFECYCLE = "tests/unit/test_lifecycle.py"
 LOCAL = "tests/unit/test_local_backend.py"
 RECONCILE = "tests/unit/test_reconcile.py"
 MAPPING = "tests/unit/test_account_mapping.py"
+SLURM = "tests/unit/test_slurm_backend.py"
 MUTANTS = [
     Mutant(
         "failed-start-keeps-lease",
@@ -545,6 +546,43 @@ MUTANTS = [
         '    return f"; did you mean {found!r}?" if found else ""',
         '    return ""',
         ("tests/unit/test_config.py::test_five_mistakes_are_all_reported_in_one_run",),
+    ),
+    # Slurm: the end-to-end guarantees (stop cancels the job, impossible requests never reach
+    # sbatch, a frozen controller ends nothing, a hub killed after sbatch leaves no job, an
+    # outside scancel is noticed, an unreachable node is explained) were broken by hand against
+    # tests/integration/test_slurm_spawn.py; see the README. These run here on every pass.
+    Mutant(
+        "slurm-unknown-is-gone",
+        "a squeue that fails never ends a Slurm session",
+        "spawners/backends/slurm.py",
+        "                result[job_id] = Poll.unknown(obs.detail)",
+        "                result[job_id] = Poll.gone(0, obs.detail)",
+        (f"{SLURM}::test_a_controller_that_does_not_answer_ends_nothing",),
+    ),
+    Mutant(
+        "slurm-choices-unbounded",
+        "a person's walltime, CPUs and memory stay within what the partition allows",
+        "spawners/backends/slurm.py",
+        "            if isinstance(value, bool) or not isinstance(value, int) "
+        "or not low <= value <= high:",
+        "            if isinstance(value, bool) or not isinstance(value, int):",
+        (f"{SLURM}::test_choices_beyond_the_partition_are_refused",),
+    ),
+    Mutant(
+        "slurm-partition-unchecked",
+        "a person picks only among the profile's partitions",
+        "spawners/backends/slurm.py",
+        "            if not isinstance(value, str) or value not in names:",
+        "            if not isinstance(value, str):",
+        (f"{SLURM}::test_choices_beyond_the_partition_are_refused",),
+    ),
+    Mutant(
+        "slurm-output-dir-not-theirs",
+        "a session's output directory is the person's own",
+        "spawners/backends/slurm.py",
+        "                    os.chown(part, account.uid, account.gid)",
+        "                    pass",
+        (f"{SLURM}::test_the_output_directory_is_made_for_the_person",),
     ),
 ]
 

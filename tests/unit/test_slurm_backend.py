@@ -276,3 +276,39 @@ def test_the_output_directory_is_made_for_the_person(tmp_path: Path) -> None:
             assert (st.st_uid, st.st_mode & 0o777) == (65534, 0o700), made
             made = made.parent
     assert os.stat(nobody.home).st_uid == os.getuid()  # the home itself is left alone
+
+
+# --- one squeue for every session, three answers ---------------------------------------------
+def fake_squeue(tmp_path: Path, stdout_file: str | None, rc: int, stderr: str = "") -> list[str]:
+    """A stand-in squeue printing a captured output (Slurm's own words) and exiting `rc`."""
+    script = tmp_path / "squeue"
+    out = f"cat {OUTPUTS / stdout_file}\n" if stdout_file else ""
+    script.write_text(f"#!/bin/sh\n{out}printf '%s\\n' '{stderr}' >&2\nexit {rc}\n")
+    script.chmod(0o755)
+    return [str(script)]
+
+
+def test_one_squeue_answers_for_every_session(tmp_path: Path) -> None:
+    import asyncio
+
+    from spawners.backends import PollStatus
+
+    b = SlurmBackend(cast(Any, None), squeue_command=fake_squeue(tmp_path, "squeue_many.txt", 0))
+    found = asyncio.run(b._check(["5", "7", "999"]))
+    assert found is not None
+    assert found["5"].status is PollStatus.RUNNING  # pending: still there
+    assert found["999"].status is PollStatus.GONE  # not listed by a squeue that answered
+    assert b.jobs["7"].reason == "BeginTime"
+
+
+def test_a_controller_that_does_not_answer_ends_nothing(tmp_path: Path) -> None:
+    import asyncio
+
+    from spawners.backends import PollStatus
+
+    stderr = (OUTPUTS / "squeue_unreachable.stderr").read_text().strip()
+    b = SlurmBackend(cast(Any, None), squeue_command=fake_squeue(tmp_path, None, 1, stderr))
+    found = asyncio.run(b._check(["5", "7"]))
+    assert found is not None
+    assert {p.status for p in found.values()} == {PollStatus.UNKNOWN}
+    assert "Unable to contact slurm controller" in found["5"].why
