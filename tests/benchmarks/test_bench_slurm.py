@@ -232,15 +232,51 @@ def _cpu_and_children(pid: int) -> tuple[float, float]:
 
 
 def _server_process(account: str) -> int:
-    """The pid of the account's jupyterhub-singleuser (our job exec'd it, on this host)."""
+    """The pid of the account's JupyterLab: the Python process running jupyterhub-singleuser
+    (ours and plain sbatch: exec'd by the job) or batchspawner-singleuser (which runs
+    jupyterhub-singleuser in its own process), not srun's; all on this host."""
     for pid in _account_pids(account):
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 1 and argv[1].decode().endswith("jupyterhub-singleuser"):
+        if (
+            len(argv) > 1
+            and Path(argv[0].decode()).name.startswith("python")
+            and argv[1].decode().endswith("-singleuser")
+        ):
             return pid
     raise AssertionError(f"no jupyterhub-singleuser process of {account}")
+
+
+def _listening_addresses(pid: int) -> set[str]:
+    """The local addresses ("7F000001" is 127.0.0.1) of the TCP sockets `pid` listens on."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                addr = fields[1].split(":")[0]
+                found.add(bytes.fromhex(addr)[::-1].hex().upper() if len(addr) == 8 else addr)
+    return found
+
+
+def _assert_loopback(account: str, what: str) -> None:
+    """The account's JupyterLab listens, and on 127.0.0.1 only (tests use loopback only)."""
+    addresses = _listening_addresses(_server_process(account))
+    assert addresses == {"7F000001"}, f"{what} listens on {addresses}, not 127.0.0.1 only"
 
 
 def _proc_environ(pid: int) -> dict[str, str]:
@@ -365,6 +401,7 @@ def _ours(hub: Hub, cluster: SlurmCluster, name: str) -> Spawn:
     assert model["servers"][""]["ready"], f"our server of {name} is not ready: {model}"
     job = str(hub.placement_state(name).get("job_id", ""))
     assert job and cluster.job(job)[0] == "RUNNING", f"our job {job!r}: {cluster.job(job)}"
+    _assert_loopback(hub.unix_accounts()[name], "our server")
     return Spawn(elapsed, job, _phases(hub, name, posted, posted + elapsed), 0.0, *cpu)
 
 
@@ -382,6 +419,7 @@ def _batchspawner(b: BatchSpawnerHub, cluster: SlurmCluster, account: str) -> Sp
     assert model["servers"][""]["ready"], f"batchspawner server not ready: {model}"
     job = b.job_id(account)
     assert job and cluster.job(job)[0] == "RUNNING", f"batchspawner job {job!r}: {model}"
+    _assert_loopback(account, "batchspawner's server")
     return Spawn(elapsed, job, {}, 0.0, *cpu)
 
 
@@ -468,6 +506,7 @@ class PlainSbatch:
             time.sleep(READY_POLL_S)
         elapsed = time.perf_counter() - t0
         assert self.cluster.job(job)[0] == "RUNNING", self.cluster.job(job)
+        _assert_loopback(self.account, "the plain sbatch server")
         return Spawn(elapsed, job, {}, sbatch_s=sbatch_s)
 
     def stop(self, job: str) -> None:
