@@ -99,6 +99,11 @@ ENDINGS = {
     "BOOT_FAIL": "its node did not boot",
     "DEADLINE": "it reached its deadline",
 }
+# Seconds between connection attempts to a session whose JupyterLab is starting (it listens
+# a few seconds after its job reported the port; a refused connect costs microseconds), and
+# before asking squeue again for the node of a job that reported its port.
+CONNECT_RETRY = 0.05
+REPORTED_RECHECK = 0.1
 # sbatch refusals (spawners.slurm.submit) → the spawn metrics' failure label.
 SUBMIT_REASONS = {"slurm-missing": "config", "slurm-uncertain": "scheduler"}
 
@@ -719,6 +724,12 @@ class SlurmServer(PlacedServer):
             if text and text != said:
                 said = text
                 await emit(progress, text)
+            if self._reported.is_set():
+                # The job reported its port, so it runs: ask squeue now (shared with every
+                # other start asking now) for its node, instead of waiting out the period.
+                await asyncio.sleep(REPORTED_RECHECK)
+                await b.poller.refresh()
+                continue
             try:
                 await asyncio.wait_for(self._reported.wait(), timeout=b.start_poll_period)
             except TimeoutError:
@@ -754,7 +765,7 @@ class SlurmServer(PlacedServer):
             poll = await b.poller.status(self.job_id, max_age=b.start_poll_period)
             if poll.status is PollStatus.GONE:
                 raise self._died(b.jobs.get(self.job_id))
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(CONNECT_RETRY)
         raise PlacementError(
             f"The hub cannot reach your session on node {self.node} at {self.address}, port "
             f"{self.port} ({error}). The hub must be able to connect to the compute nodes; "

@@ -108,8 +108,8 @@ PHASES = (
     ("account, checks -> sbatch", 0, 40),
     ("sbatch as the account", 40, 45),
     ("job start, port report", 45, "report"),
-    ("port report -> hub sees it", "report", 90),
-    ("JupyterLab start, hub's check", 90, "ready"),
+    ("port report -> JupyterLab listens", "report", 90),  # its start; the hub connects
+    ("hub's HTTP check, route", 90, "ready"),
 )
 
 
