@@ -82,6 +82,7 @@ class NativeAuthenticator(Authenticator):
         from hub.password_page import ChangePasswordHandler
         from hub.people_api import EndSessionsAPIHandler, LoginFirstUserListAPIHandler
         from hub.servers_api import ClearServerAPIHandler
+        from hub.session_api import SessionAPIHandler
 
         # Ahead of JupyterHub's own handlers: for /login, /logout and /api/users these win.
         return [
@@ -92,6 +93,9 @@ class NativeAuthenticator(Authenticator):
             ("/api/users", LoginFirstUserListAPIHandler),
             ("/api/mlrp/users/([^/]+)/end-sessions", EndSessionsAPIHandler),
             ("/api/mlrp/users/([^/]+)/servers/([^/]*)/clear", ClearServerAPIHandler),
+            # the default server at .../session: an empty path segment does not survive the proxy
+            ("/api/mlrp/users/([^/]+)/session", SessionAPIHandler),
+            ("/api/mlrp/users/([^/]+)/servers/([^/]+)/session", SessionAPIHandler),
         ]
 
     def validate_username(self, username: str) -> bool:

@@ -172,19 +172,25 @@ def no_choices(profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def parse_request(
-    options: Mapping[str, Any] | None, visible: list[Profile], choose: Choose = no_choices
+    options: Mapping[str, Any] | None,
+    visible: list[Profile],
+    choose: Choose = no_choices,
+    allowed: Iterable[str] = (),
 ) -> SpawnRequest:
     """Validate user_options (an API body, or what form_to_options made) against the profiles
     this user may see. Types are strict, as JSON gives them: `profile` a string, `gpus` a number.
-    Any other option goes to `choose`, the chosen profile's backend's check.
+    Any other option goes to `choose`, the chosen profile's backend's check; one that no
+    visible profile's backend offers (`allowed`) is refused first.
     """
     if options is None:
         options = {}
     if not isinstance(options, Mapping):
         raise OptionsError('Spawn options must be an object such as {"profile": "cpu"}.')
     extra = {k: v for k, v in options.items() if k not in ("profile", "gpus")}
-    if extra and choose is no_choices:  # refused before anything else, whatever the profile
-        raise unknown_options(extra)
+    allowed = tuple(allowed)
+    unknown = {k: v for k, v in extra.items() if k not in allowed}
+    if unknown:  # refused before anything else, whatever the profile
+        raise unknown_options(unknown, allowed)
     if not visible:
         raise OptionsError("No profile is available to you. Ask your administrator for access.")
     by_slug = {p.slug: p for p in visible}

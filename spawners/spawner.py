@@ -174,7 +174,7 @@ class MLRPSpawner(Spawner):
                 visible = self.visible_profiles()
                 extra = {p.slug: self.backend_for(p).choice_fields for p in visible}
                 options = form_to_options(formdata, [p.slug for p in visible], extra)
-                request = parse_request(options, visible, self._choose)
+                request = parse_request(options, visible, self._choose, self._offered(visible))
             except OptionsError as e:
                 raise PlacementError(str(e), reason="bad-options") from None
             self.backend_for(request.profile).precheck(request)
@@ -194,6 +194,13 @@ class MLRPSpawner(Spawner):
 
         return apply
 
+    def _offered(self, visible: list[Profile]) -> list[str]:
+        """The options beyond profile and gpus that any of `visible`'s backends takes."""
+        names: dict[str, None] = {}
+        for p in visible:
+            names.update(dict.fromkeys(self.backend_for(p).choice_fields))
+        return list(names)
+
     def _choose(self, profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
         return self.backend_for(profile).parse_choices(profile, extra)
 
@@ -202,7 +209,8 @@ class MLRPSpawner(Spawner):
 
     def validate(self) -> SpawnRequest:
         try:
-            return parse_request(self.user_options, self.visible_profiles(), self._choose)
+            visible = self.visible_profiles()
+            return parse_request(self.user_options, visible, self._choose, self._offered(visible))
         except OptionsError as e:
             raise PlacementError(str(e), reason="bad-options") from None
 
@@ -394,6 +402,14 @@ class MLRPSpawner(Spawner):
         the hub did not live to finish, only the placement knows (from its checkpoint)."""
         url = self.placed.url if self.placed is not None else None
         return url or str(await super().get_url())
+
+    def session(self) -> dict[str, Any]:
+        """What the person is shown of this running server (hub/session_api.py); {} when
+        nothing is placed."""
+        if self.placed is None:
+            return {}
+        profile = self.request.profile.name if self.request is not None else None
+        return {"profile": profile, **self.placed.session()}
 
     def report_port(self, port: int) -> None:
         """The server's job reports the port it listens on (hub/callback_api.py)."""

@@ -217,6 +217,11 @@ class PlacedServer(ABC):
     def gpus(self) -> list[str]:
         return []
 
+    def session(self) -> dict[str, Any]:
+        """What the person is shown of their running session (hub/session_api.py): where it
+        runs and, for schedulers, its job and when its walltime ends. JSON values only."""
+        return {"backend": self.name, "gpus": self.gpus}
+
 
 async def server_account(server: PlacedServer, emit: Emit) -> Account:
     """The Unix account `server` runs as (found, or created in system mode), said in progress;

@@ -820,6 +820,18 @@ class SlurmServer(PlacedServer):
         end = datetime.fromisoformat(self.ends_at)
         return max(0, int((end - current).total_seconds()))
 
+    def session(self) -> dict[str, Any]:
+        left = self.seconds_left()
+        return {
+            **super().session(),
+            "job_id": self.job_id,
+            "partition": self.partition,
+            "node": self.node,
+            "ends_at": self.ends_at or None,
+            "seconds_left": left,
+            "walltime_left": _left_text(left) if left is not None else None,
+        }
+
     async def _warn_walltime(self) -> None:
         limit = self.backend.walltime_warning
         left = self.seconds_left()
@@ -964,6 +976,15 @@ def _default_cpus(profile: Profile) -> int:
 def _echo(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _left_text(seconds: int) -> str:
+    """Walltime left in words: "1 h 52 min", "12 min", "less than a minute"."""
+    minutes = seconds // 60
+    if minutes < 1:
+        return "less than a minute"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
 
 
 def _minutes(minutes: int) -> str:

@@ -398,6 +398,12 @@ def test_a_browser_reaches_jupyterlab_in_a_slurm_job(
         env = kernel_env(hub, "alice")
         assert env["job"] == job_of(hub, "alice") and env["cuda"] is not None
         assert slurm_cluster.job(env["job"])[0] == "RUNNING"
+        # the home page says where the session runs and how much walltime it has left
+        page.goto(f"{hub.url}/hub/home")
+        page.wait_for_selector("#mlrp-session:not([hidden])")
+        said = page.inner_text("#mlrp-session")
+        assert f"Your session runs as Slurm job {env['job']} on node {env['node']}: " in said
+        assert "of walltime left (until" in said, said
     finally:
         person.context.close()
 
@@ -448,3 +454,19 @@ def test_walltime_cpus_and_memory_chosen_reach_slurm(hub: Hub, slurm_cluster: Sl
         in (r.json()["message"])
     )
     assert own_jobs(slurm_cluster, account(hub, "alice")) == before
+
+
+def test_the_walltime_left_is_the_persons_to_see(hub: Hub, slurm_cluster: SlurmCluster) -> None:
+    hub.start_server("alice", timeout=90, profile="cluster", gpus=0)
+    path = "/mlrp/users/alice/session"
+    r = hub.api("GET", path, token=hub.user_token("alice"))
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert (s["running"], s["backend"], s["job_id"]) == (True, "slurm", job_of(hub, "alice"))
+    assert s["node"] in ("node1", "node2") and s["partition"] == "gpu"
+    assert 3000 < s["seconds_left"] <= 3600 and s["walltime_left"].endswith("min")
+    # nobody else's
+    assert hub.api("GET", path, token=hub.user_token("bob")).status_code in (403, 404)
+    hub.stop_server("alice")
+    r = hub.api("GET", path, token=hub.user_token("alice"))
+    assert r.status_code == 200 and r.json() == {"running": False}

@@ -3,6 +3,7 @@ refusal is a short sentence that echoes at most a bounded part of what was sent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -289,3 +290,22 @@ def test_echo_is_cut_at_max_echo() -> None:
 def test_odd_digit_strings_are_options_errors(gpus: str) -> None:
     message = form_refused({"profile": ["multi"], "gpus-multi": [gpus]})
     assert message.startswith("gpus must be a whole number, not ")
+
+
+def test_options_no_visible_backend_offers_are_refused_first() -> None:
+    """Keys a backend offers (Slurm's walltime…) pass on to its check; any other key is
+    refused before the profile is even looked up, naming what is allowed."""
+    with pytest.raises(OptionsError) as info:
+        parse_request({"user_options": "cpu"}, ALL, allowed=["walltime"])
+    assert str(info.value) == (
+        "Unknown option(s) ['user_options']; allowed are 'profile', 'gpus' and 'walltime'."
+    )
+    seen: list[dict[str, object]] = []
+
+    def choose(profile: Profile, extra: Mapping[str, object]) -> Mapping[str, object]:
+        seen.append(dict(extra))
+        return extra
+
+    request = parse_request({"profile": "cpu", "walltime": 30}, ALL, choose, ["walltime"])
+    assert seen == [{"walltime": 30}] and request.chosen == {"walltime": 30}
+    assert request.as_user_options() == {"profile": "cpu", "gpus": 0, "walltime": 30}

@@ -312,3 +312,20 @@ def test_a_controller_that_does_not_answer_ends_nothing(tmp_path: Path) -> None:
     assert found is not None
     assert {p.status for p in found.values()} == {PollStatus.UNKNOWN}
     assert "Unable to contact slurm controller" in found["5"].why
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "less than a minute"),
+        (59, "less than a minute"),
+        (60, "1 min"),
+        (3599, "59 min"),
+        (3600, "1 h 0 min"),
+        (6720, "1 h 52 min"),
+    ],
+)
+def test_walltime_left_in_words(seconds: int, text: str) -> None:
+    from spawners.backends.slurm import _left_text
+
+    assert _left_text(seconds) == text
