@@ -20,15 +20,20 @@ from tornado import web
 STOP_TIMEOUT = 30.0
 
 
+def user_and_spawner(handler: APIHandler, user_name: str, server_name: str) -> tuple[Any, Any]:
+    """The hub user and their spawner `server_name`, or 404 with a sentence."""
+    user = handler.find_user(user_name)
+    if user is None:
+        raise web.HTTPError(404, f"There is no hub user {user_name!r}.")
+    if server_name not in user.orm_spawners:
+        raise web.HTTPError(404, f"{user_name} has no server named {server_name!r}.")
+    return user, user.spawners[server_name]
+
+
 class ClearServerAPIHandler(APIHandler):
     @needs_scope("admin:servers")
     async def post(self, user_name: str, server_name: str = "") -> None:
-        user = self.find_user(user_name)
-        if user is None:
-            raise web.HTTPError(404, f"There is no hub user {user_name!r}.")
-        if server_name not in user.orm_spawners:
-            raise web.HTTPError(404, f"{user_name} has no server named {server_name!r}.")
-        spawner = user.spawners[server_name]
+        user, spawner = user_and_spawner(self, user_name, server_name)
         steps: list[str] = []
         future = spawner._spawn_future
         if future is not None and not future.done():

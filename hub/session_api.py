@@ -7,18 +7,14 @@ from __future__ import annotations
 
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import needs_scope
-from tornado import web
+
+from hub.servers_api import user_and_spawner
 
 
 class SessionAPIHandler(APIHandler):
     @needs_scope("read:servers")
     async def get(self, user_name: str, server_name: str = "") -> None:
-        user = self.find_user(user_name)
-        if user is None:
-            raise web.HTTPError(404, f"There is no hub user {user_name!r}.")
-        if server_name not in user.orm_spawners:
-            raise web.HTTPError(404, f"{user_name} has no server named {server_name!r}.")
-        spawner = user.spawners[server_name]
+        _, spawner = user_and_spawner(self, user_name, server_name)
         describe = getattr(spawner, "session", None)
         found = describe() if callable(describe) and spawner.active else {}
         self.finish({"running": bool(spawner.ready), **found})

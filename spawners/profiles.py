@@ -91,6 +91,21 @@ class SpawnRequest:
 Choose = Callable[[Profile, Mapping[str, Any]], Mapping[str, Any]]
 
 
+# jupyter-resource-usage (in the default image) shows CPU use only when asked. Its CPU warning
+# compares a percentage (100 per busy CPU) with CPU_LIMIT, a CPU count, so it would flash red
+# at 1 % of one CPU: it is turned off, and the bar still shows use against the limit.
+DISPLAY_ARGS = (
+    "--ResourceUseDisplay.track_cpu_percent=True",
+    "--ResourceUseDisplay.cpu_warning_threshold=0",
+)
+
+
+def echo(value: Any) -> str:
+    """`value` as a user typed it, shortened, for a sentence."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
+
+
 def idle_args(idle_timeout: int | None) -> list[str]:
     """jupyterhub-singleuser options that stop an idle server (and its idle kernels) after
     `idle_timeout` seconds, on every backend; none without a timeout."""
@@ -109,11 +124,6 @@ class OptionsError(ValueError):
     """Bad spawn options. `str(e)` is a sentence for the user."""
 
 
-def _echo(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 1] + "…"
-
-
 def _single(values: list[str], key: str) -> str:
     """A form field arrives as a list of strings; exactly one is allowed."""
     if len(values) != 1:
@@ -125,7 +135,7 @@ def _form_int(text: str, key: str) -> int:
     """A whole number typed into (or picked from) the form."""
     if re.fullmatch(r"\s*-?[0-9]{1,5}\s*", text, flags=re.ASCII):
         return int(text)
-    raise OptionsError(f"{key} must be a whole number, not {_echo(text)}.")
+    raise OptionsError(f"{key} must be a whole number, not {echo(text)}.")
 
 
 def form_to_options(
@@ -152,7 +162,7 @@ def form_to_options(
             options[name] = _form_int(value, name) if numeric else value
     if fields:
         raise OptionsError(
-            f"Unexpected field(s) in the form: {_echo(sorted(fields))}. "
+            f"Unexpected field(s) in the form: {echo(sorted(fields))}. "
             "Reload the page and submit the form as shown."
         )
     return options
@@ -161,7 +171,7 @@ def form_to_options(
 def unknown_options(extra: Mapping[str, Any], allowed: Iterable[str] = ()) -> OptionsError:
     quoted = [f"'{n}'" for n in ("profile", "gpus", *allowed)]
     names = ", ".join(quoted[:-1]) + " and " + quoted[-1]
-    return OptionsError(f"Unknown option(s) {_echo(sorted(extra))}; allowed are {names}.")
+    return OptionsError(f"Unknown option(s) {echo(sorted(extra))}; allowed are {names}.")
 
 
 def no_choices(profile: Profile, extra: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -198,21 +208,21 @@ def parse_request(
     slug = options.get("profile", visible[0].slug if len(visible) == 1 else "")
     if not isinstance(slug, str):
         raise OptionsError(
-            f"profile must be a string naming one of: {names}; not {_echo(slug)}. "
+            f"profile must be a string naming one of: {names}; not {echo(slug)}. "
             'Send e.g. {"profile": "' + visible[0].slug + '"}.'
         )
     if slug not in by_slug:
         if not slug:
             raise OptionsError(f"Pick a profile: one of {names}.")
-        raise OptionsError(f"There is no profile {_echo(slug)} for you. Pick one of: {names}.")
+        raise OptionsError(f"There is no profile {echo(slug)} for you. Pick one of: {names}.")
     profile = by_slug[slug]
     gpus = options.get("gpus", profile.default_gpus)
     if isinstance(gpus, bool) or not isinstance(gpus, int):
-        raise OptionsError(f"gpus must be a whole number such as 1, not {_echo(gpus)}.")
+        raise OptionsError(f"gpus must be a whole number such as 1, not {echo(gpus)}.")
     if gpus not in profile.gpu_choices:
         allowed = ", ".join(str(c) for c in profile.gpu_choices)
         raise OptionsError(
-            f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {_echo(gpus)}. "
+            f"Profile {profile.name!r} offers {allowed} GPU(s); you asked for {echo(gpus)}. "
             "Pick one of those."
         )
     choices = choose(profile, extra)

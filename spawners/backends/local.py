@@ -51,7 +51,7 @@ from spawners.custody import CustodyError, ExitWatcher, take_listening_socket
 from spawners.errors import PlacementError
 from spawners.gpus import GPUAllocator, Inventory, NoFreeGPUs, load_inventory
 from spawners.isolation import PrivateTmp, private_tmp_works, shm_size
-from spawners.profiles import Profile, SpawnRequest, idle_args
+from spawners.profiles import DISPLAY_ARGS, Profile, SpawnRequest, idle_args
 from spawners.records import Checkpoint, held_owner, held_tag
 
 if TYPE_CHECKING:
@@ -174,13 +174,6 @@ THREAD_VARIABLES = (
     "VECLIB_MAXIMUM_THREADS",
     "RAYON_NUM_THREADS",
     "PYTHON_CPU_COUNT",
-)
-# jupyter-resource-usage (in the default image) shows CPU use only when asked. Its CPU warning
-# compares a percentage (100 per busy CPU) with CPU_LIMIT, a CPU count, so it would flash red
-# at 1 % of one CPU: it is turned off, and the bar still shows use against the limit.
-DISPLAY_ARGS = (
-    "--ResourceUseDisplay.track_cpu_percent=True",
-    "--ResourceUseDisplay.cpu_warning_threshold=0",
 )
 
 

@@ -48,7 +48,15 @@ from spawners.backends.base import (
 )
 from spawners.errors import PlacementError
 from spawners.poller import SharedPoller
-from spawners.profiles import OptionsError, Profile, SpawnRequest, idle_args, unknown_options
+from spawners.profiles import (
+    DISPLAY_ARGS,
+    OptionsError,
+    Profile,
+    SpawnRequest,
+    echo,
+    idle_args,
+    unknown_options,
+)
 from spawners.slurm import partitions as slurm_partitions
 from spawners.slurm.partitions import Partition, Request, SlurmInfoError, impossible
 from spawners.slurm.queue import (
@@ -83,10 +91,6 @@ if TYPE_CHECKING:
     from spawners.records import Checkpoint
     from spawners.spawner import MLRPSpawner
 
-DISPLAY_ARGS = (
-    "--ResourceUseDisplay.track_cpu_percent=True",
-    "--ResourceUseDisplay.cpu_warning_threshold=0",
-)
 # Job states in words, for the sentence saying why a session ended.
 ENDINGS = {
     "TIMEOUT": "it reached its walltime",
@@ -450,7 +454,7 @@ class SlurmBackend(Backend):
             if not isinstance(value, str) or value not in names:
                 raise OptionsError(
                     f"partition must be one of {', '.join(names)} for profile {profile.name!r}; "
-                    f"not {_echo(value)}."
+                    f"not {echo(value)}."
                 )
             chosen["partition"] = value
         p = self.partitions.get(chosen.get("partition", options.partition))
@@ -463,7 +467,7 @@ class SlurmBackend(Backend):
                 where = f" on partition {p.name}" if p is not None else ""
                 raise OptionsError(
                     f"{key} must be a whole number from {low} to {high}{' ' + what if what else ''}"
-                    f"{where}, not {_echo(value)}."
+                    f"{where}, not {echo(value)}."
                 )
             chosen[key] = value
         return chosen
@@ -971,11 +975,6 @@ def _container(profile: Profile, account: Account) -> Container | None:
 
 def _default_cpus(profile: Profile) -> int:
     return max(1, math.ceil(profile.cpus or 1))
-
-
-def _echo(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _left_text(seconds: int) -> str:

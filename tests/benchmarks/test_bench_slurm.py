@@ -45,9 +45,8 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -65,6 +64,7 @@ from batchspawner_hub import (
     slurm_env,
 )
 from harness import Hub, free_port, pids_of_uid, running_hub, shared_dir
+from phases import spawn_marks, split
 from slurm import PATH, SlurmCluster, make_account
 from vanilla_hub import SINGLEUSER, spawn_until_ready
 
@@ -351,28 +351,11 @@ def _port_reports(hub: Hub, name: str) -> list[float]:
 def _phases(hub: Hub, name: str, posted: float, ready: float) -> dict[str, float]:
     """Split one spawn of ours with the timestamps of its recorded progress events and of
     its port report in the hub log."""
-    with closing(hub.db()) as c:
-        row = c.execute(
-            "SELECT spawn_id FROM spawn_events WHERE owner = ? ORDER BY id DESC LIMIT 1",
-            (f"{name}/",),
-        ).fetchone()
-        rows = (
-            c.execute(
-                "SELECT progress, at FROM spawn_events WHERE spawn_id = ? ORDER BY id", (row[0],)
-            ).fetchall()
-            if row
-            else []
-        )
-    marks: dict[int | str, float] = {"post": posted, "ready": ready}
-    for progress, at in rows:
-        stamp = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
-        marks.setdefault(int(progress), stamp)
+    marks = spawn_marks(hub, name, posted, ready)
     reports = [t for t in _port_reports(hub, name) if posted <= t <= ready]
     if reports:
         marks["report"] = reports[-1]
-    if not all(a in marks and b in marks for _, a, b in PHASES):
-        return {}
-    return {label: marks[b] - marks[a] for label, a, b in PHASES}
+    return split(marks, PHASES)
 
 
 @dataclass

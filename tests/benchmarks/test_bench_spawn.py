@@ -41,15 +41,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 from harness import Hub, base_config, free_port, run_prefix, shared_dir
+from phases import spawn_marks, split
 from vanilla_hub import SINGLEUSER, VanillaHub, server_launch, spawn_until_ready
 
 pytestmark = [
@@ -160,25 +159,7 @@ PHASES = (  # (label, from mark, to mark): marks are progress values, "post" and
 
 def _phases(hub: Hub, name: str, posted: float, ready: float) -> dict[str, float]:
     """Split one spawn with the timestamps of its events (progress 0, 50, 90) in mlrp.sqlite."""
-    with closing(hub.db()) as c:
-        row = c.execute(
-            "SELECT spawn_id FROM spawn_events WHERE owner = ? ORDER BY id DESC LIMIT 1",
-            (f"{name}/",),
-        ).fetchone()
-        rows = (
-            c.execute(
-                "SELECT progress, at FROM spawn_events WHERE spawn_id = ? ORDER BY id", (row[0],)
-            ).fetchall()
-            if row
-            else []
-        )
-    marks: dict[int | str, float] = {"post": posted, "ready": ready}
-    for progress, at in rows:
-        stamp = datetime.fromisoformat(at).replace(tzinfo=UTC).timestamp()
-        marks.setdefault(int(progress), stamp)
-    if not all(a in marks and b in marks for _, a, b in PHASES):
-        return {}
-    return {label: marks[b] - marks[a] for label, a, b in PHASES}
+    return split(spawn_marks(hub, name, posted, ready), PHASES)
 
 
 def _timed_spawn(hub: Hub, name: str, timeout: float = START_TIMEOUT) -> Spawn:

@@ -15,7 +15,7 @@ from spawners.profiles import (
     OptionsError,
     Profile,
     SpawnRequest,
-    _echo,
+    echo,
     form_to_options,
     parse_request,
 )
@@ -170,8 +170,7 @@ def test_missing_profile_among_several() -> None:
 def test_gpus_outside_the_choices(gpus: int) -> None:
     message = refused({"profile": "multi", "gpus": gpus})
     assert message == (
-        f"Profile 'Several GPUs' offers 2, 4 GPU(s); you asked for {_echo(gpus)}. "
-        "Pick one of those."
+        f"Profile 'Several GPUs' offers 2, 4 GPU(s); you asked for {echo(gpus)}. Pick one of those."
     )
 
 
@@ -194,14 +193,14 @@ def test_api_gpus_must_be_a_json_number(gpus: Any) -> None:
     """The API is typed like the form: a string or a list where a number belongs is refused,
     never unwrapped (the form sends strings; form_to_options converts them)."""
     message = refused({"profile": "multi", "gpus": gpus})
-    assert message == f"gpus must be a whole number such as 1, not {_echo(gpus)}."
+    assert message == f"gpus must be a whole number such as 1, not {echo(gpus)}."
 
 
 @pytest.mark.parametrize("profile", [["cpu"], ["cpu", "gpu1"], [], 1, True, {"slug": "cpu"}, None])
 def test_api_profile_must_be_a_string(profile: Any) -> None:
     message = refused({"profile": profile})
     assert message == (
-        f"profile must be a string naming one of: cpu, gpu1, multi; not {_echo(profile)}. "
+        f"profile must be a string naming one of: cpu, gpu1, multi; not {echo(profile)}. "
         'Send e.g. {"profile": "cpu"}.'
     )
 

@@ -49,7 +49,7 @@ def job(**change: Any) -> BatchJob:
         walltime_minutes=90,
         output="/home/alice/.mlrp/slurm-%j.log",
         workdir="/home/alice",
-        env_prefix="/opt/mlrp/envs/default",
+        env_prefix="/shared/envs/not-run",
         bind_ip="127.0.0.1",
         export=EXPORT,
         singleuser_args=("--debug",),
@@ -95,12 +95,12 @@ def test_no_gres_line_without_gpus() -> None:
 def test_exec_line_is_the_port_report_then_singleuser() -> None:
     argv = exec_argv(render(job()))
     assert argv == [
-        "/opt/mlrp/envs/default/bin/python",
+        "/shared/envs/not-run/bin/python",
         "-I",
         "-c",
         PORT_REPORT,
         "127.0.0.1",
-        "/opt/mlrp/envs/default/bin/jupyterhub-singleuser",
+        "/shared/envs/not-run/bin/jupyterhub-singleuser",
         "--debug",
     ]
     assert argv == server_command(job())
