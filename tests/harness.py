@@ -512,8 +512,19 @@ class Hub:
         self.stop()
         remove_accounts(self.config["accounts"]["prefix"])
         remove_cgroups(self.config["accounts"]["prefix"])
+        self._keep_log()
         if not os.environ.get("MLRP_KEEP_TEST_DIRS"):
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _keep_log(self) -> None:
+        """Copy the hub log out of the work directory before it goes, so a failure seen in a
+        CI run can still be read: to $MLRP_TEST_LOGS (default /tmp/mlrp-test-logs)."""
+        logs = Path(os.environ.get("MLRP_TEST_LOGS", "/tmp/mlrp-test-logs"))
+        try:
+            logs.mkdir(mode=0o700, parents=True, exist_ok=True)
+            shutil.copyfile(self.log_path, logs / f"{self.workdir.name}.log")
+        except OSError:
+            pass
 
 
 def remove_cgroups(prefix: str) -> None:
