@@ -6,12 +6,13 @@ for names and paths), so a value with a newline, ``$()``, a quote or a space nev
 script would stay safe even if a check were wrong.
 
 The job reports its port itself: a fixed Python snippet, run with the image's own Python, binds
-port 0 on the bind address, POSTs ``{"port": N}`` to ``$JUPYTERHUB_API_URL/batchspawner`` with
-the server's own token, sets ``JUPYTERHUB_SERVICE_URL`` to that address (jupyterhub-singleuser
-takes its address from it, over any option) and execs ``jupyterhub-singleuser --ip=BIND
---port=N``. If the hub
-cannot be reached from the node, the snippet says so in the job's output and the job ends, so
-the spawn fails with that sentence instead of timing out.
+port 0 on the bind address, sets ``JUPYTERHUB_SERVICE_URL`` to that address (jupyterhub-singleuser
+takes its address from it, over any option), starts ``jupyterhub-singleuser --ip=BIND --port=N``
+in a child at once and, while JupyterLab imports, POSTs ``{"port": N}`` to
+``$JUPYTERHUB_API_URL/batchspawner`` with the server's own token. It then waits for the server
+(passing on signals) and exits with its status. If the hub cannot be reached from the node, the
+snippet stops the server and says so as the last line of the job's output, so the spawn fails
+with that sentence instead of timing out.
 
 Environment: ``--export=NAME,…`` lists exactly the variables the job gets from the ``sbatch``
 process's environment (the hub builds that environment; JUPYTERHUB_API_URL and
@@ -190,13 +191,39 @@ def _check_singleuser_arg(arg: object) -> None:
 
 # Run with the image's Python as: python -I -c PORT_REPORT BIND_IP SINGLEUSER [ARGS...]
 # Fixed text: nothing is formatted into it; its inputs are argv and the job's environment.
+# JupyterLab starts at once in a child; this process reports the port meanwhile (off the start's
+# critical path), then waits for the server, passing on signals, and exits with its status. A
+# failed report stops the server: the job ends with the sentence as the last line of its output.
 PORT_REPORT = """\
-import json, os, socket, ssl, sys, urllib.request
+import os, signal, socket, sys
 bind, exe, *args = sys.argv[1:]
 family = socket.AF_INET6 if ":" in bind else socket.AF_INET
 with socket.socket(family, socket.SOCK_STREAM) as s:
     s.bind((bind, 0))
     port = s.getsockname()[1]
+# jupyterhub-singleuser takes its address from this variable over any option.
+host = f"[{bind}]" if ":" in bind else bind
+prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://{host}:{port}{prefix}"
+server = os.fork()
+if server == 0:
+    try:
+        os.execv(exe, [exe, f"--ip={bind}", f"--port={port}", *args])
+    except OSError as e:
+        print(f"mlrp: cannot run {exe}: {e.strerror}", file=sys.stderr, flush=True)
+        os._exit(127)
+def forward(number, frame):
+    try:
+        os.kill(server, number)
+    except ProcessLookupError:
+        pass
+for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(sig, forward)
+def wait():
+    status = os.waitpid(server, 0)[1]
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+import json, ssl, urllib.request
 url = os.environ["JUPYTERHUB_API_URL"].rstrip("/") + "/batchspawner"
 context = None
 if url.startswith("https:"):
@@ -217,17 +244,15 @@ request = urllib.request.Request(
 try:
     urllib.request.urlopen(request, timeout=30, context=context).close()
 except Exception as e:
+    os.kill(server, signal.SIGTERM)
+    wait()
     node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
     sys.exit(
         f"mlrp: this job on {node} could not reach the hub at {url} to report "
         f"its port ({e}). The compute nodes must be able to open connections to the hub API."
     )
 print(f"mlrp: listening on {bind}:{port}", flush=True)
-# jupyterhub-singleuser takes its address from this variable over any option.
-host = f"[{bind}]" if ":" in bind else bind
-prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
-os.environ["JUPYTERHUB_SERVICE_URL"] = f"http://{host}:{port}{prefix}"
-os.execv(exe, [exe, f"--ip={bind}", f"--port={port}", *args])
+sys.exit(wait())
 """
 
 

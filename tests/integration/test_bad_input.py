@@ -14,7 +14,7 @@ import pytest
 import requests
 from harness import Hub, gate_path
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 HOSTILE = ["$(id)", "`id`", "{{7*7}}", "<script>alert(1)</script>", "cpu; rm -rf /", "../../etc"]
 

@@ -30,7 +30,7 @@ from harness import Hub, free_port, running_hub
 
 from hub.callback_api import ALREADY_REPORTED, HOST_REFUSED, NOT_A_SERVER_TOKEN
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 ONLY_PORT = "Only the port may be reported here"
 BATCHSPAWNERS_ANSWER = "BatchSpawner data configured"

@@ -21,7 +21,7 @@ from harness import Hub
 from kernel import Kernel
 from playwright.sync_api import Browser, Page
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions, pytest.mark.browser]
 
 DEVICES = {"0", "1", "2", "3"}
 LAB_TIMEOUT_MS = 90_000  # generous: the CI machine has 2 cores

@@ -11,7 +11,7 @@ import time
 import pytest
 from harness import Hub
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 
 def test_failed_start_fails_fast_releases_the_gpu_and_stays_visible(hub: Hub) -> None:

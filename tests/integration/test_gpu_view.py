@@ -26,7 +26,8 @@ from fake_nvml import FakeGPU, FakeProcess, hang_path, install_for_hub, write_gp
 from harness import Hub, new_hub, readable_copy
 from playwright.sync_api import Browser, Page
 
-pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub (4 GPUs, alice and bob)
+# `hub`: conftest.py's module hub (4 GPUs, alice and bob)
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 HOSTILE = '<img src=x onerror="window.mlrpPwned=1">'  # a lease owner is data, never markup
 

@@ -15,7 +15,7 @@ import requests
 from harness import Hub, running_hub
 from requests.adapters import HTTPAdapter
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 FREE = 3  # failures_before_delay: an address gets 4 x FREE
 MAX_DELAY = 3  # seconds

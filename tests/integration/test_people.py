@@ -26,7 +26,8 @@ from browser import browser_login, form_profiles
 from harness import Hub
 from playwright.sync_api import Browser
 
-pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub, with alice and bob
+# `hub`: conftest.py's module hub, with alice and bob
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 
 def add_person(hub: Hub, name: str, *groups: str, restore: bool = False) -> None:

@@ -16,7 +16,7 @@ import pytest
 import requests
 from harness import Hub, gate_path, running_hub
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 
 @pytest.fixture()

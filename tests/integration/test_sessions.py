@@ -12,7 +12,8 @@ import pytest
 import requests
 from harness import Hub
 
-pytestmark = [pytest.mark.e2e]  # `hub`: conftest.py's module hub, with alice and bob
+# `hub`: conftest.py's module hub, with alice and bob
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 
 def logged_in(hub: Hub, s: requests.Session) -> bool:

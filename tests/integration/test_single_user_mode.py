@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from harness import Hub, new_hub, remove_accounts, run_prefix
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 
 @pytest.fixture()

@@ -21,7 +21,7 @@ import requests
 from harness import Hub, running_hub
 from playwright.sync_api import Browser, Page
 
-pytestmark = [pytest.mark.e2e, pytest.mark.browser]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions, pytest.mark.browser]
 
 ANNOUNCEMENT = 'Maintenance Saturday 9-12 <script>window.mlrpPwned = 1</script> & "quotes"'
 ANNOUNCEMENT_HTML = (

@@ -13,7 +13,7 @@ import pytest
 import requests
 from harness import Hub, new_hub, run_mlrp
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.hub_versions]
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: the hub creates Unix accounts and setuid()s to them"

@@ -319,25 +319,40 @@ def env_prefix(tmp_path: Path) -> Path:
     (prefix / "bin").mkdir(parents=True)
     (prefix / "bin" / "python").symlink_to("/usr/bin/python3")
     stub = prefix / "bin" / "jupyterhub-singleuser"
+    # Prints what it got, then lives for STUB_LIVE seconds (a server) and exits with STUB_EXIT.
     stub.write_text(
-        "#!/usr/bin/python3\nimport json, os, sys\n"
-        "print(json.dumps({'argv': sys.argv[1:], 'secret': os.environ.get('SECRET')}))\n"
+        "#!/usr/bin/python3\nimport json, os, sys, time\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'secret': os.environ.get('SECRET'),"
+        " 'url': os.environ.get('JUPYTERHUB_SERVICE_URL')}), flush=True)\n"
+        "time.sleep(float(os.environ.get('STUB_LIVE', '0')))\n"
+        "print('server ended by itself', flush=True)\n"
+        "sys.exit(int(os.environ.get('STUB_EXIT', '0')))\n"
     )
     stub.chmod(0o755)
     return prefix
 
 
-def _run_script(script: str, tmp_path: Path, api_url: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "job.sh"
-    path.write_text(script)
-    env = {
+def _job_env(tmp_path: Path, api_url: str, **extra: str) -> dict[str, str]:
+    return {
         "PATH": "/usr/bin:/bin",
         "HOME": str(tmp_path),
         "JUPYTERHUB_API_URL": api_url,
         "JUPYTERHUB_API_TOKEN": "the-servers-token",
         "JUPYTERHUB_USER": "alice",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
         "SECRET": "hub-only",
+        **extra,
     }
+
+
+def _run_script(
+    script: str, tmp_path: Path, api_url: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the job script as Slurm would (bash, the job's environment) until it and everything
+    it started have ended (capture_output waits for every holder of its pipes)."""
+    path = tmp_path / "job.sh"
+    path.write_text(script)
+    env = _job_env(tmp_path, api_url, **extra)
     return subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -353,18 +368,62 @@ def test_port_report_posts_the_port_and_execs_singleuser(
     assert auth == "token the-servers-token"
     assert set(body) == {"port"} and isinstance(body["port"], int) and body["port"] > 0
     port = body["port"]
-    reported = json.loads(done.stdout.splitlines()[-1])
+    reported = json.loads(done.stdout.splitlines()[0])
     assert reported["argv"] == ["--ip=127.0.0.1", f"--port={port}", "--debug"]
+    assert reported["url"] == f"http://127.0.0.1:{port}/user/alice/"
     assert f"mlrp: listening on 127.0.0.1:{port}" in done.stdout
+    assert "server ended by itself" in done.stdout
+
+
+def test_the_job_ends_with_the_servers_exit_status(
+    hub: _Hub, env_prefix: Path, tmp_path: Path
+) -> None:
+    script = render(job(env_prefix=str(env_prefix), workdir=str(tmp_path)))
+    done = _run_script(script, tmp_path, hub.url, STUB_EXIT="3")
+    assert done.returncode == 3, done.stderr
+    assert len(hub.posts) == 1
 
 
 def test_unreachable_hub_ends_the_job_with_a_sentence(env_prefix: Path, tmp_path: Path) -> None:
+    """The server starts before the report; a failed report stops it (it would otherwise live
+    STUB_LIVE = 120 s, past the run's timeout) and the sentence is the output's last line."""
     script = render(job(env_prefix=str(env_prefix)))
-    done = _run_script(script, tmp_path, "http://127.0.0.1:9/hub/api")
+    done = _run_script(script, tmp_path, "http://127.0.0.1:9/hub/api", STUB_LIVE="120")
     assert done.returncode == 1
-    assert "could not reach the hub at http://127.0.0.1:9/hub/api/batchspawner" in done.stderr
-    assert "compute nodes must be able to open connections to the hub" in done.stderr
-    assert "argv" not in done.stdout  # singleuser never started
+    last = done.stderr.strip().splitlines()[-1]
+    assert "could not reach the hub at http://127.0.0.1:9/hub/api/batchspawner" in last
+    assert "compute nodes must be able to open connections to the hub" in last
+    assert "server ended by itself" not in done.stdout  # stopped, not left running
+
+
+def test_missing_singleuser_ends_the_job_with_a_sentence(hub: _Hub, tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "bin" / "python").symlink_to("/usr/bin/python3")
+    done = _run_script(render(job(env_prefix=str(prefix))), tmp_path, hub.url)
+    assert done.returncode == 127
+    assert f"mlrp: cannot run {prefix}/bin/jupyterhub-singleuser: No such file" in done.stderr
+
+
+def test_a_signal_to_the_job_reaches_the_server(
+    hub: _Hub, env_prefix: Path, tmp_path: Path
+) -> None:
+    """A signal to the job's main process (`scancel --batch --signal`, the owner's kill) is
+    passed on to JupyterLab, and the job ends with the server's own ending."""
+    path = tmp_path / "job.sh"
+    path.write_text(render(job(env_prefix=str(env_prefix), workdir=str(tmp_path))))
+    env = _job_env(tmp_path, hub.url, STUB_LIVE="120")
+    with subprocess.Popen(
+        ["bash", str(path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as job_process:
+        assert job_process.stdout is not None
+        first = [job_process.stdout.readline(), job_process.stdout.readline()]  # either order
+        assert any("argv" in line for line in first)  # the server runs
+        assert any("mlrp: listening on" in line for line in first)  # the report is done
+        job_process.terminate()
+        out, _ = job_process.communicate(timeout=30)
+    assert job_process.returncode == 128 + 15  # the server died of the SIGTERM passed on
+    assert "server ended by itself" not in out
 
 
 def test_hostile_values_never_reach_the_script(tmp_path: Path) -> None:
