@@ -368,7 +368,8 @@ def test_port_report_posts_the_port_and_execs_singleuser(
     assert auth == "token the-servers-token"
     assert set(body) == {"port"} and isinstance(body["port"], int) and body["port"] > 0
     port = body["port"]
-    reported = json.loads(done.stdout.splitlines()[0])
+    # The server's line and the report's come in either order (they run side by side).
+    reported = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("{")))
     assert reported["argv"] == ["--ip=127.0.0.1", f"--port={port}", "--debug"]
     assert reported["url"] == f"http://127.0.0.1:{port}/user/alice/"
     assert f"mlrp: listening on 127.0.0.1:{port}" in done.stdout
