@@ -54,6 +54,7 @@ def profile_dict(p: ProfileSection, cfg: MLRPConfig) -> dict[str, Any]:
         "image": p.image,
         "image_env": str(cfg.images[p.image].env),
         "apptainer": str(cfg.images[p.image].apptainer or ""),
+        "catalog": cfg.images[p.image].catalog or "",
         "gpu_choices": choices,
         "default_gpus": default if default is not None else choices[0],
         "cpus": p.cpus,
@@ -131,6 +132,8 @@ def configure(c: Any, cfg: MLRPConfig, records: Any) -> None:
     local.gpu_source = cfg.gpus.source
     local.gpu_devices = list(cfg.gpus.devices)
     local.tmp_dir = str(data / "tmp")
+    if cfg.gpus.driver is not None:
+        local.nvidia_driver = cfg.gpus.driver
     if cfg.slurm is not None or any(p.backend == "slurm" for p in cfg.profiles):
         _configure_slurm(c, cfg)
     # Reconciliation runs inside the hub, at start and then periodically (hub/reconcile.py).
@@ -189,6 +192,8 @@ def _configure_slurm(c: Any, cfg: MLRPConfig) -> None:
     b.poll_period = float(sl.poll_interval)
     b.walltime_warning = sl.walltime_warning
     b.connect_timeout = float(sl.connect_timeout)
+    if sl.nvidia_driver is not None:
+        b.nvidia_driver = sl.nvidia_driver
     if sl.hub_api_address is not None:
         host = f"[{sl.hub_api_address}]" if ":" in sl.hub_api_address else sl.hub_api_address
         url = f"http://{host}:{cfg.hub.hub_port}"

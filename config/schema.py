@@ -117,6 +117,8 @@ class _Strict(BaseModel):
 
 
 LOOPBACK = ("localhost", "::1")
+# An NVIDIA driver version (570.124.06, 570.26) or "none" (images/drivers.py reads the same).
+DRIVER_PATTERN = r"^(none|\d{2,4}(\.\d{1,3}){1,2})$"
 
 
 def is_loopback(ip: str) -> bool:
@@ -367,6 +369,12 @@ class GPUSection(_Strict):
         default_factory=list,
         description="GPU indices or UUIDs, used when NVML is absent or source is config.",
     )
+    driver: str | None = Field(
+        None,
+        pattern=DRIVER_PATTERN,
+        description="This node's NVIDIA driver (e.g. 570.124.06, or none), for the check that a "
+        "profile's catalog image can run here, when NVML cannot tell (GPUs under devices).",
+    )
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -385,6 +393,11 @@ class GPUSection(_Strict):
 
 class ImageSection(_Strict):
     description: str = ""
+    catalog: str | None = Field(
+        None,
+        description="The curated image (mlrp images list) this environment was built as: "
+        "checked against the node's driver and platform before every spawn, shown in the form.",
+    )
     env: Path = Field(
         PLATFORM_ENV,
         description="Python environment (prefix) with jupyterhub-singleuser and jupyterlab; "
@@ -396,6 +409,24 @@ class ImageSection(_Strict):
         "on the filesystem the nodes share) with `apptainer exec --nv`; `env` is then the "
         "environment's path inside the image. The person's home is bound into it.",
     )
+
+    @field_validator("catalog")
+    @classmethod
+    def _in_catalog(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from images.catalog import CatalogError, load
+
+        try:
+            names = list(load().images)
+        except CatalogError as e:
+            raise ValueError(str(e)) from None
+        if v not in names:
+            raise ValueError(
+                f"no image {v!r} in the catalog (mlrp images list)"
+                + (did_you_mean(v, names) or f"; images: {', '.join(names)}")
+            )
+        return v
 
     @field_validator("apptainer")
     @classmethod
@@ -576,6 +607,12 @@ class SlurmSection(_Strict):
         description="Seconds before a session's walltime ends at which it gets a warning "
         "event (0: none).",
     )
+    nvidia_driver: str | None = Field(
+        None,
+        pattern=DRIVER_PATTERN,
+        description="The oldest NVIDIA driver on the cluster's GPU nodes (e.g. 570.124.06), for "
+        "the check that a profile's catalog image can run there; unset: not checked.",
+    )
 
     @field_validator("server_ip", "hub_api_address")
     @classmethod
@@ -689,8 +726,8 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _unknown_key(loc: tuple[int | str, ...]) -> str:
-    section = model_at(MLRPConfig, loc[:-1])
+def _unknown_key(loc: tuple[int | str, ...], root: type[BaseModel]) -> str:
+    section = model_at(root, loc[:-1])
     known = list(section.model_fields) if section is not None else []
     hint = did_you_mean(loc[-1], known)
     if hint:
@@ -700,22 +737,24 @@ def _unknown_key(loc: tuple[int | str, ...]) -> str:
     return "unknown key"
 
 
-def describe(errors: list[Any]) -> list[str]:
-    """pydantic's errors (``ValidationError.errors()``) as lines that each name a key path."""
+def describe(errors: list[Any], root: type[BaseModel] | None = None) -> list[str]:
+    """pydantic's errors (``ValidationError.errors()``) as lines that each name a key path;
+    `root` is the model validated (default: the deployment file's, MLRPConfig)."""
+    root = root or MLRPConfig
     problems: list[str] = []
     for e in errors:
         loc = tuple(e["loc"])
         where = _loc(loc)
         msg = str(e["msg"]).removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = _unknown_key(loc)
+            msg = _unknown_key(loc, root)
         elif e["type"] == "missing":
             msg = "required key is missing"
         elif e["type"] == "string_pattern_mismatch":
             pattern = (e.get("ctx") or {}).get("pattern", "")
             msg = f"{e['input']!r} is not allowed here (must match {pattern})"
         elif e["type"] == "literal_error":
-            msg += did_you_mean(e["input"], choices_at(MLRPConfig, loc))
+            msg += did_you_mean(e["input"], choices_at(root, loc))
         lines = msg.split("\n") if not loc else [f"{where}: {msg}"]
         problems.extend(line for line in lines if line not in problems)
     return problems

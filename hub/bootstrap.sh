@@ -142,8 +142,8 @@ case "$MODE" in
     chmod -R a+rX "$PREFIX"
     export PATH="$TEST_VENV/bin:$NODE_DIR/node_modules/.bin:$PATH"
     cd "$REPO"
-    "$TEST_VENV/bin/ruff" check hub spawners config tests
-    "$TEST_VENV/bin/ruff" format --check --quiet hub spawners config tests
+    "$TEST_VENV/bin/ruff" check hub spawners config images tests
+    "$TEST_VENV/bin/ruff" format --check --quiet hub spawners config images tests
     "$TEST_VENV/bin/mypy"
     "$TEST_VENV/bin/pytest" "$@"
     # A full run (no pytest options) also proves JupyterHub 5.x support: hub and user servers

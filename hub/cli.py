@@ -10,6 +10,7 @@
     mlrp user add|import|passwd|logout|remove|list
                                         people: logins, groups, sessions, offboarding
     mlrp server clear NAME [--server S] force a person's stuck server out (hub running)
+    mlrp images list|show|check|build   the curated images (hub/images_cli.py)
 
 Exit status: 0 ok, 1 doctor found a missing must-have, 2 bad input (config, arguments).
 Errors are sentences for the admin; no tracebacks.
@@ -478,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     for a in (add, imp, pw, out, rm, ls):
         a.add_argument("--config")
     user.set_defaults(func=cmd_user)
+
+    from hub.images_cli import add_parser as add_images_parser
+
+    add_images_parser(sub, _Parser)
     return p
 
 

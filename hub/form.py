@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from images.catalog import shipped
 from spawners.backends.base import Capacity, FormField
 from spawners.profiles import Profile
 
@@ -38,6 +39,31 @@ class Blocked:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """What the form shows of a profile's curated image (images/catalog.yaml)."""
+
+    title: str
+    accelerator: str  # "NVIDIA GPU, CUDA 12.4", "CPU", "Apple Silicon (MLX)"
+    frameworks: str  # "torch 2.6.0, numpy 2.4.6"
+    start_seconds: int
+
+
+ACCELERATORS = {"cpu": "CPU", "nvidia": "NVIDIA GPU", "apple": "Apple Silicon"}
+
+
+def image_info(profile: Profile) -> ImageInfo | None:
+    if not profile.catalog:
+        return None
+    image = shipped().images[profile.catalog]
+    accelerator = ACCELERATORS[image.accelerator]
+    if image.cuda:
+        accelerator += f", CUDA {image.cuda}"
+    pins = {**image.frameworks, **image.packages}
+    frameworks = ", ".join(f"{name.split('[')[0]} {version}" for name, version in pins.items())
+    return ImageInfo(image.title, accelerator, frameworks, image.start_seconds)
+
+
+@dataclass(frozen=True)
 class Choice:
     gpus: int
     fits: bool  # that many GPUs are free now
@@ -55,6 +81,7 @@ class Row:
     capacity: Capacity
     fields: tuple[FormField, ...] = ()  # the backend's own inputs (Slurm: walltime, CPUs…)
     checked: bool = False
+    image: ImageInfo | None = None
 
     @property
     def free_text(self) -> str:
@@ -149,17 +176,23 @@ def render_form(spawner: MLRPSpawner) -> str:
     node: Capacity | None = None  # this server's GPUs, from its last local profile
     fields = getattr(spawner, "form_fields", None)
     rows = []
+    refusal = getattr(spawner, "image_refusal", None)
     for p in profiles:
         cap = spawner.capacity(p)
         if not cap.queued:
             node = cap
+        blocked = blocked_by(p, cap)
+        image_says = refusal(p, min(p.gpu_choices)) if refusal is not None else None
+        if blocked is None and image_says:
+            blocked = Blocked(image_says.rstrip("."), "Pick another profile")
         rows.append(
             Row(
                 profile=p,
                 gpus_label=" or ".join(str(c) for c in p.gpu_choices),
                 memory=human_bytes(p.memory_bytes),
                 idle=human_seconds(p.idle_timeout),
-                blocked=blocked_by(p, cap),
+                blocked=blocked,
+                image=image_info(p),
                 # a queue takes any count a node has; otherwise what is free now
                 choices=gpu_choices(p, cap.gpus_total if cap.queued else cap.gpus_free),
                 capacity=cap,

@@ -27,6 +27,7 @@ class FailureReason(StrEnum):
     NO_GPUS = "no-gpus"  # capacity: no free GPU now
     BAD_OPTIONS = "bad-options"  # the request does not fit the person's profiles
     IMPOSSIBLE = "impossible"  # can never run where asked (beyond a partition's limits)
+    IMAGE = "image"  # the profile's image cannot run on those nodes (driver, platform)
     REJECTED = "rejected"  # the scheduler refused the submission
     CONFIG = "config"  # the deployment is wrong (a backend not installed…)
     ACCOUNT = "account"  # the person's Unix account is missing or could not be made

@@ -50,6 +50,7 @@ class GPU:
 class Inventory:
     gpus: tuple[GPU, ...]
     source: str  # "nvml", "config" or "none"
+    driver: str | None = None  # the NVIDIA driver NVML reported (source "nvml")
 
     @property
     def ids(self) -> list[str]:
@@ -223,7 +224,7 @@ def load_inventory(
     if report.available:
         if not quiet:
             _warn_unfenceable(report)
-        return Inventory(nvml_gpus(report), "nvml")
+        return Inventory(nvml_gpus(report), "nvml", driver=report.driver or None)
     log.debug("NVML not available: %s", report.error)
     if source == "nvml":
         raise GPUSourceError(

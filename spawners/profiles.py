@@ -35,6 +35,7 @@ class Profile:
     # kept as sorted items so that a Profile stays hashable.
     placement: tuple[tuple[str, Any], ...] = ()
     apptainer: str = ""  # an Apptainer image (.sif) the server runs in (Slurm), or none
+    catalog: str = ""  # the curated image (images/catalog.yaml) image_env was built as, or none
 
     @property
     def options(self) -> dict[str, Any]:
@@ -67,6 +68,7 @@ class Profile:
             max_processes=d.get("max_processes"),
             placement=tuple(sorted(dict(d.get("placement") or {}).items())),
             apptainer=d.get("apptainer") or "",
+            catalog=d.get("catalog") or "",
         )
 
 

@@ -20,6 +20,8 @@ from traitlets import Any as AnyTrait
 from traitlets import Dict, Enum, Float, List, TraitError, Unicode, default
 from traitlets import validate as validate_trait
 
+from images.catalog import shipped
+from images.compat import verdict
 from spawners import state as saved_state
 from spawners.backends import Backend, Capacity, FormField, PlacedServer, PollStatus
 from spawners.errors import PlacementError, log_refusal
@@ -178,6 +180,7 @@ class MLRPSpawner(Spawner):
             except OptionsError as e:
                 raise PlacementError(str(e), reason="bad-options") from None
             self.backend_for(request.profile).precheck(request)
+            self._check_image(request)
         except PlacementError as e:
             if e.expected:
                 log_refusal(self.log, self._log_name, e)
@@ -206,6 +209,21 @@ class MLRPSpawner(Spawner):
 
     def form_fields(self, profile: Profile) -> list[FormField]:
         return self.backend_for(profile).form_fields(profile)
+
+    def image_refusal(self, profile: Profile, gpus: int) -> str | None:
+        """Why `profile`'s curated image cannot run where its backend places servers (the
+        nodes' platform and NVIDIA driver, images/compat.py) with `gpus` GPUs; None if it can
+        or the profile names no catalog image."""
+        if not profile.catalog:
+            return None
+        found = verdict(shipped(), profile.catalog, self.backend_for(profile).node(), gpus)
+        return None if found.allowed else found.sentence()
+
+    def _check_image(self, request: SpawnRequest) -> None:
+        """Before anything starts (the form's post, and start())."""
+        refusal = self.image_refusal(request.profile, request.gpus)
+        if refusal is not None:
+            raise PlacementError(refusal, reason="image")
 
     def validate(self) -> SpawnRequest:
         try:
@@ -271,6 +289,7 @@ class MLRPSpawner(Spawner):
             await self.emit(0, f"Starting {request.profile.name} with {request.gpus} GPU(s).")
             backend = self.backend_for(request.profile)
             backend.precheck(request)
+            self._check_image(request)
             self.request = request
             self.placed = backend.server(self)
             url = await self.placed.start(request, self.emit)

@@ -31,7 +31,7 @@ import yaml
 # The code under test is this checkout's, never an installed copy: the pytest process imports it
 # (pytest's `pythonpath` setting) and every `mlrp` the tests start runs it through PYTHONPATH.
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("hub", "spawners", "config")
+PACKAGES = ("hub", "spawners", "config", "images")
 # The environment the tests run in: dependencies only (hub/bootstrap.sh test), so user servers
 # started from it can import nothing of ours.
 VENV = Path(sys.executable).parent.parent

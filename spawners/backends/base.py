@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from images.compat import Node
 from spawners.accounts import Account, AccountError, current_account, resolve_account
 from spawners.errors import PlacementError
 from spawners.profiles import no_choices
@@ -114,9 +116,31 @@ class Backend(LoggingConfigurable):
     # field name → whether it is a whole number (else text).
     choice_fields: ClassVar[dict[str, bool]] = {}
 
+    nvidia_driver = Unicode(
+        "",
+        help="The oldest NVIDIA driver on the nodes this backend places servers on (e.g. "
+        "570.124.06), for the check before every spawn that the profile's catalog image can run "
+        "there (images/compat.py). 'none': the nodes have no NVIDIA driver. Empty: not known; "
+        "CUDA images are then not checked against a driver (platform and accelerator still are).",
+    ).tag(config=True)
+    node_words: ClassVar[str] = "this node"  # how refusals name the nodes (images/compat.py)
+    node_platform = Unicode(
+        "linux-x86_64",
+        help="The platform of the nodes this backend places servers on: linux-x86_64, "
+        "linux-aarch64 or macos-arm64 (an MLX image runs only on macos-arm64).",
+    ).tag(config=True)
+
     def __init__(self, platform: Platform, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.platform = platform
+
+    def node(self) -> Node:
+        """What an image needs to know of the nodes this backend uses (images/compat.py)."""
+        driver = self.nvidia_driver.strip()
+        if not driver:
+            return Node(self.node_platform, None, self.node_words, driver_known=False)
+        known = None if driver.lower() == "none" else driver
+        return Node(self.node_platform, known, self.node_words)
 
     @classmethod
     def parse_options(cls, data: Any) -> BaseModel:

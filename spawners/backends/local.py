@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any, cast
 from jupyterhub.spawner import LocalProcessSpawner, set_user_setuid
 from jupyterhub.utils import random_port
 from traitlets import Any as AnyTrait
-from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 
+from images.compat import Node, host_platform
 from spawners.accounts import server_tag
 from spawners.affinity import Placement, placer_for, preexec_pin, thread_count
 from spawners.backends.base import (
@@ -248,6 +249,21 @@ class LocalBackend(Backend):
         "SIGKILL through its cgroup). Processes still there after that keep the server's GPUs "
         "held, and the hub log names them.",
     )
+
+    @default("node_platform")
+    def _this_host(self) -> str:
+        return host_platform()
+
+    def node(self) -> Node:
+        """This host: the driver NVML reported, else `nvidia_driver` (gpus.driver); without
+        either, a node with GPUs listed by hand has a driver nobody told us, one with no GPU at
+        all has none."""
+        if self.nvidia_driver.strip():
+            return super().node()
+        inventory = self.allocator.inventory
+        if inventory.driver:
+            return Node(self.node_platform, inventory.driver)
+        return Node(self.node_platform, None, driver_known=inventory.source == "none")
 
     def __init__(self, platform: Platform, **kwargs: Any) -> None:
         super().__init__(platform, **kwargs)

@@ -157,6 +157,7 @@ class SlurmBackend(Backend):
     `partitions_max_age` seconds."""
 
     name = "slurm"
+    node_words = "the cluster's nodes"
     ProfileOptions: ClassVar[type[BaseModel]] = SlurmOptions
     # On the form and in API bodies: the partition (among the profile's), the walltime in
     # minutes, CPUs, and memory in GiB; each bounded by what the partition allows.

@@ -26,7 +26,7 @@ from harness import REPO
 
 pytestmark = pytest.mark.mutants
 
-COPIED = ("hub", "spawners", "config", "tests", "pyproject.toml")
+COPIED = ("hub", "spawners", "config", "images", "tests", "pyproject.toml")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ LOCAL = "tests/unit/test_local_backend.py"
 RECONCILE = "tests/unit/test_reconcile.py"
 MAPPING = "tests/unit/test_account_mapping.py"
 SLURM = "tests/unit/test_slurm_backend.py"
+IMAGES = "tests/unit/test_images_compat.py"
+SPAWNER = "tests/unit/test_spawner.py"
 MUTANTS = [
     Mutant(
         "failed-start-keeps-lease",
@@ -583,6 +585,31 @@ MUTANTS = [
         "                    os.chown(part, account.uid, account.gid)",
         "                    pass",
         (f"{SLURM}::test_the_output_directory_is_made_for_the_person",),
+    ),
+    # Curated images (images/compat.py, the spawner's check before every start).
+    Mutant(
+        "image-driver-unchecked",
+        "an image whose CUDA needs a newer NVIDIA driver than the node's is refused",
+        "images/compat.py",
+        "    if driver_key(node.driver) < driver_key(needed):",
+        "    if False:",
+        (f"{IMAGES}::test_driver_by_image",),
+    ),
+    Mutant(
+        "image-check-skipped",
+        "the image check runs before every spawn, from the form and from the API",
+        "spawners/spawner.py",
+        "        if refusal is not None:\n            raise PlacementError(",
+        "        if False:\n            raise PlacementError(",
+        (f"{SPAWNER}::test_an_image_the_nodes_driver_cannot_run_is_refused_before_start",),
+    ),
+    Mutant(
+        "image-mlx-anywhere",
+        "an MLX image runs only on Apple-Silicon Macs",
+        "images/compat.py",
+        '        if node.platform != "macos-arm64":',
+        "        if False:",
+        (f"{IMAGES}::test_mlx_on_linux_is_refused_and_runs_on_a_mac",),
     ),
 ]
 

@@ -85,6 +85,12 @@ EXPECTED: dict[str, list[str]] = {
         "accounts.prefix: 'Root_' is not allowed here (must match ^[a-z][a-z0-9]{0,7}-$)"
     ],
     "devices_twice.yaml": ["gpus.devices: each GPU may be listed only once"],
+    "image_not_in_catalog.yaml": [
+        "images.torch.catalog: no image 'cuda-pytorh' in the catalog (mlrp images list); did "
+        "you mean 'cuda-pytorch'?",
+        "gpus.driver: '570' is not allowed here",
+    ],
+    "slurm_driver_garbled.yaml": ["slurm.nvidia_driver: 'latest' is not allowed here"],
     "tls_both.yaml": [
         "hub.tls: set either cert and key (your certificate) or self_signed: true, not both"
     ],

@@ -24,18 +24,22 @@ PROFILES = [
 ]
 
 
-@pytest.fixture()
-def spawner(tmp_path: Path) -> MLRPSpawner:
+def _spawner(tmp_path: Path, profiles: list[dict[str, object]], **local: object) -> MLRPSpawner:
     records = SQLRecords.from_url(f"sqlite:///{tmp_path / 'mlrp.sqlite'}")
     user = SimpleNamespace(name="alice", groups=[], admin=False, url="/user/alice/")
-    local = {"gpu_source": "config", "gpu_devices": ["0", "1"], "enforce_limits": False}
+    backend = {"gpu_source": "config", "gpu_devices": ["0", "1"], "enforce_limits": False}
     return MLRPSpawner(
         user=user,
         records=records,
-        profiles=PROFILES,
+        profiles=profiles,
         log_dir=str(tmp_path / "logs"),
-        config=Config({"LocalBackend": local}),
+        config=Config({"LocalBackend": {**backend, **local}}),
     )
+
+
+@pytest.fixture()
+def spawner(tmp_path: Path) -> MLRPSpawner:
+    return _spawner(tmp_path, PROFILES)
 
 
 async def _collect(spawner: MLRPSpawner, seconds: float) -> list[str]:
@@ -110,3 +114,36 @@ async def test_state_of_a_newer_version_is_kept_and_never_called_gone(
 def test_state_without_our_key_places_nothing(spawner: MLRPSpawner) -> None:
     spawner.load_state({})
     assert spawner.placed is None and "mlrp" not in spawner.get_state()
+
+
+# -- the curated image is checked against the node before anything starts --------------------
+IMAGE_PROFILES = [
+    {"slug": "jax", "name": "JAX", "image_env": "/opt/mlrp/venv", "gpu_choices": [1]}
+    | {"catalog": "cuda-jax"},
+    {"slug": "course", "name": "Course", "image_env": "/opt/mlrp/venv", "gpu_choices": [0]}
+    | {"catalog": "course-cpu"},
+]
+
+
+def _image_spawner(tmp_path: Path, driver: str) -> MLRPSpawner:
+    return _spawner(tmp_path, IMAGE_PROFILES, nvidia_driver=driver)
+
+
+async def test_an_image_the_nodes_driver_cannot_run_is_refused_before_start(
+    tmp_path: Path,
+) -> None:
+    spawner = _image_spawner(tmp_path, "535.104.05")
+    with pytest.raises(PlacementError) as form:
+        spawner.options_from_form({"profile": ["jax"]})
+    assert form.value.status_code == 400 and form.value.failure_reason == "image"
+    assert str(form.value).startswith("The image cuda-jax cannot run on this node: it ships")
+    spawner.user_options = {"profile": "jax"}
+    with pytest.raises(PlacementError, match="needs NVIDIA driver 575.51.03 or newer"):
+        await spawner.start()
+    assert spawner.placed is None  # refused before anything was placed
+    assert spawner.image_refusal(spawner.visible_profiles()[1], 0) is None  # a CPU image runs
+
+
+def test_a_new_enough_driver_passes_the_image_check(tmp_path: Path) -> None:
+    spawner = _image_spawner(tmp_path, "580.65.06")
+    assert spawner.options_from_form({"profile": ["jax"]})["profile"] == "jax"
