@@ -56,6 +56,8 @@ apt_missing() {
 APT=(python3-venv passwd procps)
 command -v npm >/dev/null || APT+=(npm)  # Debian ships npm apart from nodejs
 [ "$MODE" = test ] && APT+=(chromium git slurmctld slurmd slurm-client munge)  # Slurm: tests/slurm.py
+# Podman and a Debian base image for the container tests (tests/containers.py).
+[ "$MODE" = test ] && APT+=(podman runc conmon netavark aardvark-dns catatonit iptables debootstrap)
 apt_missing "${APT[@]}"
 
 mkdir -p "$PREFIX"

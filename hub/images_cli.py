@@ -149,7 +149,14 @@ def cmd_build(catalog: Catalog, args: argparse.Namespace) -> int:
                 f"{name}: environment at {built.where}" + ("" if built.command else " (as built)")
             )
         elif kind == "container":
-            built = build_container(catalog, name, engine=args.engine, base=args.base)
+            ca = args.ca_bundle or os.environ.get("PIP_CERT") or None
+            built = build_container(
+                catalog,
+                name,
+                engine=args.engine,
+                base=args.base,
+                ca_bundle=Path(ca) if ca else None,
+            )
             print(f"{name}: container image {built.where}")
         else:
             sif = Path(args.prefix or f"{name}.sif")
@@ -208,6 +215,9 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
     build.add_argument("--prefix", help="environment: where (default /opt/mlrp/images/NAME)")
     build.add_argument("--engine", default="podman", help="container: podman or docker")
     build.add_argument("--base", help="container: build FROM this local image instead")
+    build.add_argument(
+        "--ca-bundle", help="container: CA certificates pip trusts in the build (default $PIP_CERT)"
+    )
     for p in (listing, show, check, build):
         p.add_argument("--catalog", default=os.environ.get("MLRP_CATALOG"), help=f"({CATALOG})")
     images.set_defaults(func=cmd_images)

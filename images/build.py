@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,21 +137,44 @@ def container_tag(catalog: Catalog, name: str) -> str:
     return f"mlrp/{name}:{catalog.inputs_digest(name)}"
 
 
+BUILD_SETTINGS = "/run/mlrp-build"  # where a build's pip.conf and CA bundle are mounted
+
+
 def build_container(
-    catalog: Catalog, name: str, engine: str = "podman", base: str | None = None, run: Run = _run
+    catalog: Catalog,
+    name: str,
+    engine: str = "podman",
+    base: str | None = None,
+    ca_bundle: Path | None = None,
+    run: Run = _run,
 ) -> Built:
+    """`ca_bundle`: the CA certificates pip must trust inside the build (a site whose traffic
+    goes through a TLS-inspecting proxy; `mlrp images build` passes $PIP_CERT). It is mounted
+    for the build only, beside a pip.conf naming it (the Dockerfile's PIP_CONFIG_FILE build
+    argument); neither stays in the image."""
     _check_kind(catalog, name, "container")
     exe = shutil.which(engine)
     if exe is None:
         raise BuildError(f"No container engine {engine!r} here; install podman or pass --engine.")
+    if ca_bundle is not None and not ca_bundle.is_file():
+        raise BuildError(f"The CA bundle {ca_bundle} does not exist.")
     context = lock_path(name).parent
     argv = [exe, "build", "--network", "host", "-t", container_tag(catalog, name)]
     if base:
         argv += ["--build-arg", f"BASE={base}"]
-    argv += ["-f", str(context / "Dockerfile"), str(context)]
-    done = run(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        if ca_bundle is not None:
+            shutil.copyfile(ca_bundle, Path(tmp, "ca.pem"))
+            Path(tmp, "pip.conf").write_text(f"[global]\ncert = {BUILD_SETTINGS}/ca.pem\n")
+            for f in Path(tmp).iterdir():
+                f.chmod(0o644)
+            Path(tmp).chmod(0o755)
+            argv += ["--volume", f"{tmp}:{BUILD_SETTINGS}:ro"]
+            argv += ["--build-arg", f"PIP_CONFIG_FILE={BUILD_SETTINGS}/pip.conf"]
+        argv += ["-f", str(context / "Dockerfile"), str(context)]
+        done = run(argv)
     if done.returncode != 0:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-8:])
         raise BuildError(f"Building the container image of {name} failed:\n{tail}")
     return Built(name, "container", container_tag(catalog, name), argv)
 

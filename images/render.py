@@ -46,6 +46,8 @@ def dockerfile(catalog: Catalog, name: str) -> str:
         "# Build FROM a local base where no registry is reachable: --build-arg BASE=<image>.",
         f"ARG BASE={catalog.base.reference}",
         "FROM ${BASE}",
+        "# pip's settings for this build only (`mlrp images build --ca-bundle` mounts them): none",
+        "ARG PIP_CONFIG_FILE=/dev/null",
     ]
     label_args = " \\\n      ".join(
         f"{k}={json.dumps(v)}" for k, v in labels(catalog, name).items()

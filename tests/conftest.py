@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness import Hub, running_hub  # noqa: E402
 
 if TYPE_CHECKING:
+    from containers import Podman
     from playwright.sync_api import Browser
     from slurm import SlurmCluster
 
@@ -78,6 +79,22 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def podman() -> Iterator[Podman]:
+    """A private Podman (tests/containers.py) with the local base image, for the run; its
+    containers, images and storage are removed at the end."""
+    from containers import podman_missing, private_podman
+    from harness import TEST_ROOT
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: Podman runs rootful here (no user namespaces for others)")
+    if podman_missing():
+        pytest.fail("podman or debootstrap is missing: `bash hub/bootstrap.sh test` installs them")
+    TEST_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with private_podman(TEST_ROOT) as p:
+        yield p
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from harness import REPO, Hub, code_env, running_hub, shared_dir
+from image_probe import PROBE, expected_versions
 from kernel import Kernel
 
 from images.catalog import load
@@ -32,30 +33,6 @@ pytestmark = [
 CATALOG = load()
 COURSE = "course-cpu"
 NODE_DRIVER = "535.104.05"  # supports CUDA up to 12.2: cuda-jax (CUDA 12.9) cannot run
-IMPORTS = {  # distribution -> module
-    "numpy": "numpy",
-    "pandas": "pandas",
-    "matplotlib": "matplotlib",
-    "scikit-learn": "sklearn",
-    "jupyterlab": "jupyterlab",
-    "ipywidgets": "ipywidgets",
-    "dask": "dask",
-    "distributed": "distributed",
-    "ray": "ray",
-}
-PROBE = f"""
-import importlib, json, os, sys
-from importlib.metadata import version
-mods = {json.dumps(IMPORTS)}
-for m in mods.values():
-    importlib.import_module(m)
-print(json.dumps({{
-    "versions": {{d: version(d) for d in [*mods, "jupyterhub"]}},
-    "prefix": sys.prefix,
-    "uid": os.getuid(),
-    "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-}}))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +58,7 @@ def course_env() -> Iterator[Path]:
 
 
 def _expected() -> dict[str, str]:
-    pins = CATALOG.requirements(COURSE)
-    return {d: pins[d] for d in [*IMPORTS, "jupyterhub"]}
+    return expected_versions(CATALOG, COURSE)
 
 
 def test_the_environment_keeps_the_images_promises(course_env: Path) -> None:

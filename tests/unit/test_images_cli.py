@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from hub.cli import main
-from images.build import BuildError, build_environment, runs_for_everyone
+from images.build import (
+    BuildError,
+    build_container,
+    build_environment,
+    container_tag,
+    runs_for_everyone,
+)
 from images.catalog import load
 
 pytestmark = pytest.mark.unit
@@ -170,3 +176,42 @@ def _judge_paths(tmp_path: Path) -> None:
     private.chmod(0o755)
     copy.chmod(0o750)
     assert not runs_for_everyone(copy)
+
+
+def test_a_container_build_mounts_the_ca_for_the_build_only(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    seen: dict[str, str] = {}
+
+    def engine(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        mount = argv[argv.index("--volume") + 1]
+        src = mount.split(":")[0]
+        seen["pip.conf"] = Path(src, "pip.conf").read_text()  # there while the build runs
+        seen["ca"] = Path(src, "ca.pem").read_text()
+        seen["mount"] = mount
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    built = build_container(
+        load(), "course-cpu", engine="sh", base="localhost/b", ca_bundle=ca, run=engine
+    )
+    argv = built.command
+    assert argv[1:6] == ["build", "--network", "host", "-t", container_tag(load(), "course-cpu")]
+    assert ["--build-arg", "BASE=localhost/b"] == argv[6:8]
+    assert "PIP_CONFIG_FILE=/run/mlrp-build/pip.conf" in argv
+    assert seen["mount"].endswith(":/run/mlrp-build:ro")
+    assert seen["pip.conf"] == "[global]\ncert = /run/mlrp-build/ca.pem\n"
+    assert seen["ca"] == ca.read_text()
+    assert not Path(seen["mount"].split(":")[0]).exists()  # removed after the build
+    assert argv[-1].endswith("images/generated/course-cpu")
+
+
+def test_a_failed_container_build_is_a_sentence(tmp_path: Path) -> None:
+    def engine(argv: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(argv, 125, "", "Error: no such image localhost/x")
+
+    with pytest.raises(BuildError, match="course-cpu failed:\nError: no such image"):
+        build_container(load(), "course-cpu", engine="sh", run=engine)
+    with pytest.raises(BuildError, match="The CA bundle /nope.pem does not exist"):
+        build_container(load(), "course-cpu", engine="sh", ca_bundle=Path("/nope.pem"))
+    with pytest.raises(BuildError, match="No container engine 'nerdctl-x' here"):
+        build_container(load(), "course-cpu", engine="nerdctl-x")
