@@ -101,9 +101,12 @@ EOF
 
 # install_platform VENV: this checkout as a normal package (a copy, not a link back here);
 # stamped on the contents of everything that goes into it.
+# The packages of the distribution (pyproject.toml's packages.find): a new one goes here too.
+CODE=(pyproject.toml README.md hub spawners config images)
+
 install_platform() {
   local venv=$1 stamp
-  stamp=$(cd "$REPO" && find pyproject.toml README.md hub spawners config \
+  stamp=$(cd "$REPO" && find "${CODE[@]}" \
             -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | sort -z \
           | xargs -0 sha256sum | digest)
   [ "$(cat "$venv/.mlrp-code" 2>/dev/null)" = "$stamp" ] && return 0
@@ -112,7 +115,7 @@ install_platform() {
   build=$(mktemp -d)
   # Built from a copy: the checkout may be read-only, and setuptools leaves build/ behind.
   (cd "$REPO" && tar -c --exclude=__pycache__ --exclude='*.egg-info' --exclude=build \
-     pyproject.toml README.md hub spawners config) | tar -x -C "$build"
+     "${CODE[@]}") | tar -x -C "$build"
   pip_in "$venv" --no-deps --force-reinstall "$build"
   rm -rf "$build"
   echo "$stamp" >"$venv/.mlrp-code"
