@@ -14,9 +14,12 @@ import csv
 import io
 import re
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 from config.schema import MLRPConfig
 from config.suggest import nearest
@@ -242,6 +245,29 @@ class Removed:
     archive: Path | None = None
 
 
+STOP_WAIT = 120.0  # s: how long offboarding waits for a server that is slow to stop
+
+
+def _stopping(hub: HubClient, name: str) -> bool:
+    r = hub("GET", f"/users/{name}")
+    servers = r.json().get("servers", {}) if r.status_code == 200 else {}
+    return any(s.get("pending") == "stop" for s in servers.values())
+
+
+def delete_hub_user(
+    hub: HubClient, name: str, wait: float = STOP_WAIT, pause: float = 1.0
+) -> requests.Response:
+    """DELETE the hub user. JupyterHub refuses (400) while one of their servers is still
+    stopping (past its 10 s slow_stop_timeout, e.g. a server that ignores SIGINT and is killed
+    later): offboarding then waits for the stop to end, up to `wait` seconds, and asks again."""
+    deadline = time.monotonic() + wait
+    while True:
+        r = hub("DELETE", f"/users/{name}")
+        if r.status_code != 400 or time.monotonic() > deadline or not _stopping(hub, name):
+            return r
+        time.sleep(pause)
+
+
 def remove(ctx: Context, name: str, archive_to: Path | None = None) -> Removed:
     """Offboard `name`: servers stopped (GPUs freed), sessions and tokens gone, hub user and
     memberships deleted, login deleted, Unix account retired and locked (or archived).
@@ -258,7 +284,7 @@ def remove(ctx: Context, name: str, archive_to: Path | None = None) -> Removed:
     known = accounts.exists(ctx.records, name) or ctx.records.unix_account(name) is not None
     started = now()
     if ctx.hub is not None:
-        r = ctx.hub("DELETE", f"/users/{name}")
+        r = delete_hub_user(ctx.hub, name)
         if r.status_code == 404 and not known:
             raise PeopleError(f"There is no user {name!r}.")
         check(r, f"remove {name}", ok=(204, 404))

@@ -144,7 +144,8 @@ async def test_rendered_script_runs_as_the_user_with_its_gpus(cluster: Any, shar
         seen = await _wait_for(cluster, job_id, Status.GONE)
         assert seen.status is Status.GONE
         log = (shared / f"job-{job_id}.log").read_text()
-        started = json.loads(log.splitlines()[-1])
+        # The stub's line and the port report's "mlrp: listening" come in either order.
+        started = json.loads(next(line for line in log.splitlines() if line.startswith("{")))
         (post,) = hub.posts
         assert started["argv"] == ["--ip=127.0.0.1", f"--port={post['port']}"]
         assert started["user"] == USER

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from config.schema import parse
 from hub import accounts
-from hub.people import Context, PeopleError, Person, check_people, parse_csv
+from hub.people import Context, PeopleError, Person, check_people, delete_hub_user, parse_csv
 from hub.storage import SQLRecords
 
 pytestmark = pytest.mark.unit
@@ -73,3 +75,39 @@ def test_every_problem_is_reported_and_groups_need_the_hub(
     assert lines[4] == "f:5: jon: 'nope' is not an e-mail address."
     assert "the hub, which is not running" in lines[5]
     assert len(lines) == 6
+
+
+# -- offboarding waits for a server that is slow to stop ----------------------------------------
+class _SlowStop:
+    """A hub whose user's server is still stopping for the next `busy` looks at it."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy, self.calls = busy, []
+
+    def __call__(self, method: str, path: str, **kw: object) -> requests.Response:
+        self.calls.append(method)
+        r = requests.Response()
+        if method == "GET":  # time passes between looks
+            pending = "stop" if self.busy > 0 else None
+            self.busy = max(0, self.busy - 1)
+            r.status_code = 200
+            r._content = json.dumps({"servers": {"": {"pending": pending}}}).encode()
+        elif self.busy > 0:
+            r.status_code = 400
+            r._content = b'{"message": "frank\'s server is in the process of stopping"}'
+        else:
+            r.status_code, r._content = 204, b""
+        return r
+
+
+def test_removal_waits_for_a_server_still_stopping() -> None:
+    hub = _SlowStop(busy=2)
+    r = delete_hub_user(hub, "frank", wait=30, pause=0)  # type: ignore[arg-type]
+    assert r.status_code == 204
+    assert hub.calls == ["DELETE", "GET", "DELETE", "GET", "DELETE"]
+
+
+def test_removal_gives_up_after_the_wait() -> None:
+    hub = _SlowStop(busy=1000)
+    assert delete_hub_user(hub, "frank", wait=0, pause=0).status_code == 400  # type: ignore[arg-type]
+    assert hub.calls == ["DELETE"]
