@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from config.suggest import choices_at, did_you_mean, model_at
+from images.drivers import DRIVER
 from spawners.accounts import NOBODY_UID, UID_MIN, UNIX_NAME, AccountPolicy, find_account
 from spawners.backends import available, backend_class
 from spawners.cgroups import memory_size
@@ -117,8 +118,8 @@ class _Strict(BaseModel):
 
 
 LOOPBACK = ("localhost", "::1")
-# An NVIDIA driver version (570.124.06, 570.26) or "none" (images/drivers.py reads the same).
-DRIVER_PATTERN = r"^(none|\d{2,4}(\.\d{1,3}){1,2})$"
+# An NVIDIA driver version (570.124.06, 570.26), as images/drivers.py reads it, or "none".
+DRIVER_PATTERN = rf"^(none|{DRIVER.pattern})$"
 
 
 def is_loopback(ip: str) -> bool:
@@ -415,10 +416,10 @@ class ImageSection(_Strict):
     def _in_catalog(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from images.catalog import CatalogError, load
+        from images.catalog import CatalogError, shipped
 
         try:
-            names = list(load().images)
+            names = list(shipped().images)
         except CatalogError as e:
             raise ValueError(str(e)) from None
         if v not in names:

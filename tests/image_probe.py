@@ -4,6 +4,11 @@ and a server started from either: each framework imports, at the catalog's versi
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import REPO, code_env
 
 from images.catalog import Catalog
 
@@ -38,3 +43,16 @@ print(json.dumps({{
 def expected_versions(catalog: Catalog, name: str) -> dict[str, str]:
     pins = catalog.requirements(name)
     return {d: pins[d] for d in [*IMPORTS, "jupyterhub"]}
+
+
+def build_env(name: str, prefix: Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`mlrp images build NAME --as env --prefix PREFIX`, run from the checkout."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", "images", "build", name, "--as", "env"]
+        + ["--prefix", str(prefix)],
+        cwd=REPO,
+        env=code_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -17,14 +17,13 @@ import os
 import pwd
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, VENV, Hub, code_env, pids_of_uid, running_hub, shared_dir
+from harness import VENV, Hub, pids_of_uid, running_hub, shared_dir
+from image_probe import build_env
 from vanilla_hub import spawn_until_ready
 
 pytestmark = [
@@ -42,15 +41,7 @@ PROFILES = {"default": "cpu-default", "course-cpu": "cpu-course"}
 def course_env() -> Iterator[Path]:
     root = shared_dir("mlrp-bench-image-")
     prefix = root / "course-cpu"
-    done = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "images", "build", "course-cpu", "--as", "env"]
-        + ["--prefix", str(prefix)],
-        cwd=REPO,
-        env=code_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = build_env("course-cpu", prefix)
     try:
         assert done.returncode == 0, done.stderr[-3000:]
         yield prefix

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import REPO, Hub, code_env, running_hub, shared_dir
-from image_probe import PROBE, expected_versions
+from harness import Hub, running_hub, shared_dir
+from image_probe import PROBE, build_env, expected_versions
 from kernel import Kernel
 
 from images.catalog import load
@@ -40,15 +40,7 @@ def course_env() -> Iterator[Path]:
     """course-cpu built as an environment by the mlrp command, where every account can read."""
     root = shared_dir("mlrp-image-")
     prefix = root / COURSE
-    done = subprocess.run(
-        [sys.executable, "-m", "hub.cli", "images", "build", COURSE, "--as", "env"]
-        + ["--prefix", str(prefix)],
-        cwd=REPO,
-        env=code_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    done = build_env(COURSE, prefix)
     try:
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == f"{COURSE}: environment at {prefix}"

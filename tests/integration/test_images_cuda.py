@@ -13,11 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 
 import pytest
-from harness import REPO, code_env, shared_dir
+from harness import shared_dir
+from image_probe import build_env
 
 from images.catalog import load
 
@@ -46,15 +46,7 @@ def test_the_cuda_pytorch_environment_builds_and_imports() -> None:
     prefix = root / NAME
     try:
         started = time.monotonic()
-        done = subprocess.run(
-            [sys.executable, "-m", "hub.cli", "images", "build", NAME, "--as", "env"]
-            + ["--prefix", str(prefix)],
-            cwd=REPO,
-            env=code_env(),
-            capture_output=True,
-            text=True,
-            timeout=3300,
-        )
+        done = build_env(NAME, prefix, timeout=3300)
         took = time.monotonic() - started
         assert done.returncode == 0, done.stderr[-3000:]
         size = subprocess.run(["du", "-sb", str(prefix)], capture_output=True, text=True)
